@@ -88,6 +88,18 @@ class BatchNorm(keras.layers.Layer):
         return {**super().get_config(), "affine": self.affine, "track_stats": self.track_stats}
 
 
+class Composite(keras.layers.Layer):
+    """A layer made only of sub-layers, which build themselves on first call.
+
+    Without its own `build`, Keras 3 builds a layer by tracing `call` on
+    symbolic inputs first; for nested cells that re-traces every level and made
+    building a supernet take minutes. This no-op `build` skips that.
+    """
+
+    def build(self, input_shape) -> None:
+        pass
+
+
 def _batch_norm_train(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor):
     """Batch-statistics BN: ``(y, mean, unbiased variance)``.
 
@@ -179,7 +191,7 @@ class DepthwiseConv(keras.layers.Layer):
                 "padding": self.padding, "dilation": self.dilation}
 
 
-class Sequence(keras.layers.Layer):
+class Sequence(Composite):
     """Applies named sub-layers in order, passing `training` to those that take it."""
 
     def __init__(self, layers: List[keras.layers.Layer], name: Optional[str] = None,
@@ -248,7 +260,7 @@ class Zero(keras.layers.Layer):
         return {**super().get_config(), "strides": self.strides}
 
 
-class FactorizedReduce(keras.layers.Layer):
+class FactorizedReduce(Composite):
     """Halves the spatial size with two offset 1x1 stride-2 convs, concatenated.
 
     Works for odd sizes too: the offset branch is zero-padded at the end so both

@@ -88,8 +88,18 @@ def batch_stats(task: Task, outputs: tf.Tensor, y: tf.Tensor, losses: tf.Tensor)
 
 
 def all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
-    """Sums tensors across replicas (identity without a strategy)."""
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, values)
+    """Sums tensors across replicas (identity without a strategy).
+
+    The tensors travel as one flat vector: a single collective per call, so
+    replicas can never disagree on the order of several independent ones.
+    """
+    ctx = tf.distribute.get_replica_context()
+    if ctx.num_replicas_in_sync == 1:
+        return list(values)
+    flat = tf.concat([tf.reshape(v, [-1]) for v in values], axis=0)
+    summed = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
+    sizes = [int(np.prod(v.shape)) for v in values]
+    return [tf.reshape(part, v.shape) for part, v in zip(tf.split(summed, sizes), values)]
 
 
 def plain_gradients(model: keras.Model, variables: Sequence[keras.Variable]) -> GradientFn:
@@ -109,20 +119,20 @@ def plain_gradients(model: keras.Model, variables: Sequence[keras.Variable]) -> 
 def apply_update(rule: UpdateRule, grads: List[tf.Tensor]) -> None:
     """Sums per-replica gradients, clips, adds L2 decay and applies the optimizer.
 
-    The optimizer runs once in cross-replica context (``merge_call``) on the
-    already reduced gradients, so clipping sees the global gradient exactly as
-    with a single replica.
+    Clipping must see the global gradient (as with one replica), so the sum is
+    taken here. Keras' optimizer sums across replicas once more when it
+    applies, so it gets the global gradient divided by the replica count
+    (an exact division for power-of-two replica counts).
     """
+    ctx = tf.distribute.get_replica_context()
     grads = all_reduce_sum(list(grads))
     if rule.clip_norm:
         grads, _ = tf.clip_by_global_norm(grads, rule.clip_norm)
     if rule.weight_decay:
         grads = [g + rule.weight_decay * v.value for g, v in zip(grads, rule.variables)]
-
-    def update(strategy, reduced):
-        rule.optimizer.apply_gradients(zip(reduced, rule.variables))
-
-    tf.distribute.get_replica_context().merge_call(update, args=(grads,))
+    if ctx.num_replicas_in_sync > 1:
+        grads = [g / ctx.num_replicas_in_sync for g in grads]
+    rule.optimizer.apply_gradients(zip(grads, rule.variables))
 
 
 def replica_step(model: keras.Model, rule: UpdateRule, batch: Batch,

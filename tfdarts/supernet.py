@@ -13,7 +13,7 @@ from tfdarts.genotype import NONE, PRIMITIVES, Genotype, num_edges, parse_alphas
 from tfdarts.task import Task
 
 
-class MixedOp(keras.layers.Layer):
+class MixedOp(ops.Composite):
     """A mixed edge: ``sum_o w_o * o(x)`` over the candidate ops.
 
     ``none`` contributes zeros, so it is left out of the sum (the softmax still
@@ -58,7 +58,7 @@ class MixedOp(keras.layers.Layer):
         return tf.add_n(outs)
 
 
-class SearchCell(keras.layers.Layer):
+class SearchCell(ops.Composite):
     """A search cell: every intermediate node sums mixed edges from all earlier nodes.
 
     Args:
@@ -156,6 +156,9 @@ class SearchNetwork(keras.Model):
                                   self.primitives, name=f"cell{i}"))
             reduction_prev = reduction
         return out
+
+    def build(self, input_shape) -> None:
+        """Sub-layers build on first call (see `ops.Composite`)."""
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """``(B, H, W, C) -> (B, num_outputs)`` logits or regression values."""

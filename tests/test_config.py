@@ -1,0 +1,55 @@
+"""Config loading, typed overrides and their errors."""
+
+import pytest
+
+from tfdarts import config as C
+
+
+def test_defaults_match_reference():
+    cfg = C.Config()
+    s, r = cfg.search, cfg.retrain
+    assert (s.cells, s.channels, s.epochs, s.batch_size) == (8, 16, 50, 64)
+    assert (s.w_lr, s.w_lr_min, s.w_momentum, s.w_weight_decay, s.grad_clip) == (0.025, 0.001, 0.9, 3e-4, 5.0)
+    assert (s.alpha_lr, s.alpha_beta1, s.alpha_beta2, s.alpha_weight_decay) == (3e-4, 0.5, 0.999, 1e-3)
+    assert (r.cells, r.channels, r.batch_size, r.epochs, r.cutout, r.drop_path, r.auxiliary_weight) == \
+        (20, 36, 96, 600, 16, 0.2, 0.4)
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("search:\n  epochs: 7\n  order: 2\ndata:\n  name: mnist\n")
+    cfg = C.load_config([str(path)], ["search.epochs=3", "search.primitives=none,skip_connect",
+                                      "search.w_lr=0.1"])
+    assert cfg.search.epochs == 3 and cfg.search.order == 2 and cfg.data.name == "mnist"
+    assert cfg.search.primitives == ("none", "skip_connect") and cfg.search.w_lr == 0.1
+    assert C.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.epoch=3", "unknown key search.epoch"),
+    ("serch.epochs=3", "unknown section 'serch'"),
+    ("search.epochs=three", "expected an integer"),
+    ("search.w_lr=fast", "expected a number"),
+    ("search.order=3", "search.order must be 1 or 2"),
+    ("search.primitives=none,conv_9x9", "unknown ops"),
+    ("epochs", "section.key=value"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(C.ConfigError, match=message):
+        C.load_config(overrides=[override])
+
+
+def test_bad_yaml_names_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("search: [1, 2\n")
+    with pytest.raises(C.ConfigError, match="bad.yaml"):
+        C.load_config([str(path)])
+    path.write_text("search:\n  cells: many\n")
+    with pytest.raises(C.ConfigError, match="bad.yaml: search.cells: expected an integer"):
+        C.load_config([str(path)])
+
+
+def test_config_is_frozen():
+    cfg = C.Config()
+    with pytest.raises(Exception):
+        cfg.search.epochs = 1  # type: ignore[misc]
