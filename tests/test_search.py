@@ -18,7 +18,8 @@ TINY = ["search.cells=3", "search.channels=4", "search.nodes=2", "search.batch_s
 
 
 def _job(order, strategy):
-    cfg = C.load_config(overrides=TINY + [f"search.order={order}", "search.w_lr=0.1",
+    # one node per cell keeps the (slow) two-replica second-order trace short
+    cfg = C.load_config(overrides=TINY + [f"search.order={order}", "search.w_lr=0.1", "search.nodes=1",
                                           "search.alpha_lr=0.01"]).search
     return trainer.SearchJob(cfg, Task((12, 12, 1), 3), strategy)
 

@@ -77,6 +77,7 @@ class RetrainConfig:
     cutout: int = 16
     drop_path: float = 0.2
     auxiliary_weight: float = 0.4  # 0 disables the auxiliary head
+    eval_every: int = 1  # evaluate on the test split every N epochs for learning curves (0 = never)
     seed: int = 2
 
 

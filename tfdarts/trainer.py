@@ -23,7 +23,7 @@ import tensorflow as tf
 from tfdarts import data as data_lib
 from tfdarts import fileio, steps
 from tfdarts.architect import Architect
-from tfdarts.config import Config, SearchConfig
+from tfdarts.config import Config, RetrainConfig, SearchConfig
 from tfdarts.genotype import Genotype
 from tfdarts.supernet import SearchNetwork
 from tfdarts.task import Task
@@ -57,7 +57,11 @@ def make_strategy(devices: int = 0) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if wanted > len(pool):
         raise ValueError(f"runtime.devices={devices} but only {len(pool)} devices are visible")
-    return tf.distribute.MirroredStrategy([d.name for d in pool[:wanted]])
+    names = [d.name for d in pool[:wanted]]
+    if gpus:
+        return tf.distribute.MirroredStrategy(names)
+    # collectives between logical CPUs can pair up out of order in the unrolled step
+    return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
 def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float) -> float:
@@ -337,3 +341,141 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
     params = int(sum(np.prod(v.shape) for v in job.model.weight_variables))
     seconds = float(sum(r["seconds"] for r in history))
     return SearchResult(job.model.genotype(), history, out_dir, seconds, params)
+
+
+MODEL_FILE = "model.keras"
+ModelFn = Callable[[], keras.Model]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainResult:
+    """What a retrain produced (files are in `out_dir`)."""
+
+    model: keras.Model
+    history: List[Dict[str, Any]]
+    out_dir: str
+    seconds: float
+    params: int
+
+
+class TrainJob:
+    """A model, its SGD optimizer and the traced training step.
+
+    Args:
+        cfg: Retrain settings (lr schedule, momentum, decay, clip, seed).
+        model_fn: Builds the model (with ``task`` and, optionally, an auxiliary
+            head and ``set_drop_path``); called inside the strategy scope.
+        strategy: Distribution strategy.
+    """
+
+    def __init__(self, cfg: RetrainConfig, model_fn: ModelFn,
+                 strategy: tf.distribute.Strategy) -> None:
+        self.cfg, self.strategy = cfg, strategy
+        keras.utils.set_random_seed(cfg.seed)
+        with strategy.scope():
+            self.model = model_fn()
+            self.model.build_from_task()
+            variables = self.model.trainable_variables
+            self.opt = steps.build_optimizer(keras.optimizers.SGD(cfg.lr, momentum=cfg.momentum),
+                                             variables)
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.rule = steps.UpdateRule(self.opt, variables, cfg.grad_clip, cfg.weight_decay)
+        self.gradients = steps.plain_gradients(self.model, variables)
+        self.step = distributed_step(strategy, self.replica_fn)
+
+    def replica_fn(self, x: tf.Tensor, y: tf.Tensor):
+        """One weight update on this replica's batch."""
+        return {"train": steps.replica_step(self.model, self.rule, (x, y), self.gradients)}
+
+    def checkpoint(self) -> tf.train.Checkpoint:
+        """Trackables saved each epoch."""
+        return tf.train.Checkpoint(model=self.model, opt=self.opt, epoch=self.epoch)
+
+    def set_lr(self, epoch: int) -> Dict[str, float]:
+        """Cosine learning rate and drop-path ramp for a 0-based epoch."""
+        lr = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
+        self.opt.learning_rate.assign(lr)
+        out = {"lr": lr}
+        if hasattr(self.model, "set_drop_path"):
+            out["drop_path"] = float(self.model.set_drop_path(epoch, self.cfg.epochs))
+        return out
+
+
+def darts_model_fn(task: Task, genotype: Genotype, cfg: RetrainConfig) -> ModelFn:
+    """Builds the discrete network of `genotype` with the retrain settings."""
+    from tfdarts.network import Network
+
+    return lambda: Network(task, genotype, cells=cfg.cells, channels=cfg.channels,
+                           auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path)
+
+
+class _TestCurve:
+    """Epoch hook adding test-split metrics every `every` epochs (curves only)."""
+
+    def __init__(self, model: keras.Model, data: data_lib.PreparedData, batch: int,
+                 every: int, total: int) -> None:
+        self.model, self.data, self.batch, self.every, self.total = model, data, batch, every, total
+
+    def __call__(self, epoch: int, record: Dict[str, Any]) -> None:
+        if self.every and (epoch % self.every == 0 or epoch == self.total):
+            from tfdarts import evaluation
+
+            metrics = evaluation.evaluate(self.model, self.data, self.batch)
+            record["test_loss"] = metrics["loss"]
+            record["test_metric"] = metrics[self.data.spec.task.metric_name]
+
+
+def retrain(config: Config, data: data_lib.PreparedData, genotype: Optional[Genotype],
+            out_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
+            model_fn: Optional[ModelFn] = None, name: str = "retrain",
+            epochs: int = 0) -> RetrainResult:
+    """Trains a model from scratch on the full training split (resumable).
+
+    Files: ``history.json`` (per-epoch train loss/metric, lr, drop-path and,
+    every ``retrain.eval_every`` epochs, test loss/metric for learning curves),
+    ``model.keras``, ``genotype.json`` (when given) and ``checkpoints/``.
+
+    Args:
+        config: Full config; uses ``config.retrain`` and ``config.runtime``.
+        data: Prepared data.
+        genotype: Architecture to build (ignored when `model_fn` is given).
+        out_dir: Output folder; an existing checkpoint there is resumed.
+        strategy: Distribution strategy (default from ``config.runtime.devices``).
+        model_fn: Builds another model (baselines); default: the DARTS network.
+        name: Job name in logs.
+        epochs: Overrides ``retrain.epochs`` when > 0 (short budgets).
+
+    Returns:
+        The trained model, its history and timing.
+    """
+    cfg = config.retrain
+    if epochs:
+        cfg = dataclasses.replace(cfg, epochs=epochs)
+    strategy = strategy or make_strategy(config.runtime.devices)
+    if model_fn is None and genotype is None:
+        raise ValueError("retrain needs a genotype or a model_fn")
+    model_fn = model_fn or darts_model_fn(data.spec.task, genotype, cfg)
+    job = TrainJob(cfg, model_fn, strategy)
+    dataset = data_lib.train_dataset(data, cfg.batch_size, cfg.seed, cfg.cutout)
+    n_steps = _steps_per_epoch(len(data.y_train), cfg.batch_size, cfg.steps_per_epoch)
+    dist = strategy.experimental_distribute_dataset(dataset.take(n_steps))
+    loop = EpochLoop(name, out_dir, data.spec.task, cfg.epochs, n_steps, job.checkpoint(),
+                     config.runtime.log_every)
+    header = {"dataset": data.spec.name, "task": data.spec.task.to_dict(),
+              "metric": data.spec.task.metric_name, "fingerprint": data.spec.fingerprint,
+              "model": job.model.name}
+    if isinstance(getattr(job.model, "genotype", None), Genotype):
+        header["genotype"] = job.model.genotype.to_dict()
+        fileio.write_json(os.path.join(out_dir, GENOTYPE_FILE), header["genotype"])
+    hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
+    history = loop.run(loop.restore(), dist, job.step, job.set_lr, hook, header)
+    save_model(job.model, os.path.join(out_dir, MODEL_FILE))
+    params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
+    return RetrainResult(job.model, history, out_dir, float(sum(r["seconds"] for r in history)), params)
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """Saves the native ``.keras`` file atomically."""
+    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
+    model.save(tmp)
+    os.replace(tmp, path)
