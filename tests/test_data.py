@@ -510,23 +510,19 @@ def test_unknown_dataset_lists_known_ones():
         assert name in str(err.value)
 
 
-def test_tfds_unavailable_offline_fails_fast_with_hint(tmp_path, monkeypatch):
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    monkeypatch.setenv(sources.OFFLINE_ENV, "1")
+def test_tfds_unavailable_offline_fails_fast_with_hint(tmp_path):
     start = time.monotonic()
     with pytest.raises(DataError, match=r"'cifar10' is not prepared.*data\.data_dir=PATH"):
-        data.prepare(DataConfig(name="cifar10"))
+        data.prepare(DataConfig(name="cifar10", download=False, tfds_dir=str(tmp_path)))
     assert time.monotonic() - start < 15
 
 
 def test_tfds_loader_with_mocked_tfds(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(sources, "network_available", lambda *args, **kwargs: True)
     with tfds.testing.mock_data(num_examples=30):  # download_and_prepare is a no-op, examples are random
-        digits = data.prepare(DataConfig(name="mnist"))
-        colour = data.prepare(DataConfig(name="cifar10"))
+        digits = data.prepare(DataConfig(name="mnist", tfds_dir=str(tmp_path)))
+        colour = data.prepare(DataConfig(name="cifar10", tfds_dir=str(tmp_path)))
     assert digits.spec.source.startswith("tfds:mnist:") and digits.x_train.shape[1:] == (28, 28, 1)
     assert digits.spec.task.num_outputs == 10 and digits.spec.augment == "none"
     assert digits.x_train.dtype == np.uint8 and digits.y_train.dtype == np.int64
@@ -534,10 +530,3 @@ def test_tfds_loader_with_mocked_tfds(tmp_path, monkeypatch):
     assert digits.spec.num_train + digits.spec.num_test == 30
 
 
-def test_tfds_unavailable_without_offline_flag(tmp_path, monkeypatch):
-    monkeypatch.delenv(sources.OFFLINE_ENV, raising=False)
-    if sources.network_available():
-        pytest.skip("network reachable: would download cifar10")
-    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-    with pytest.raises(DataError, match="no network.*data.data_dir=PATH"):
-        data.prepare(DataConfig(name="cifar10"))

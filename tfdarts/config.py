@@ -32,6 +32,8 @@ class DataConfig:
     max_train: int = 0  # keep only the first N training examples (0 = all)
     max_test: int = 0  # keep only the first N test examples (0 = all)
     augment: str = "auto"  # auto, none, crop_flip
+    download: bool = True  # let TFDS download datasets that are not prepared yet
+    tfds_dir: str = ""  # TFDS data folder ("" = TFDS's default, ~/tensorflow_datasets)
     seed: int = 2
 
 

@@ -10,7 +10,7 @@ Sources (``DataConfig.name`` / ``DataConfig.data_dir``):
   TFDS image-classification dataset name (``image``/``label`` features), with
   ``data_dir=""``: TensorFlow Datasets (``fashion_mnist`` first tries Debian's
   `sources.DEBIAN_FASHION_MNIST`). Offline, a missing TFDS dataset fails fast
-  with a hint to use local files. Set ``TFDARTS_OFFLINE=1`` to never download.
+  with a hint to use local files. Set ``data.download=false`` to never download.
 * ``idx`` (or any name) with ``data_dir=FOLDER``: MNIST-style IDX files
   ``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``,
   ``t10k-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``.
@@ -188,7 +188,7 @@ def _load_source(cfg: DataConfig) -> sources.Raw:
     if cfg.name not in TFDS_DATASETS and _tfds_base(cfg.name) not in sources.tfds_builder_names():
         raise DataError(f"unknown dataset {cfg.name!r}; known: {', '.join(KNOWN_DATASETS)}, any TFDS "
                         "image-classification name, or data.data_dir=PATH to IDX files / an .npz")
-    return sources.load_tfds(cfg.name)
+    return sources.load_tfds(cfg.name, os.path.expanduser(cfg.tfds_dir), cfg.download)
 
 
 def _tfds_base(name: str) -> str:

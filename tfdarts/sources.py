@@ -27,7 +27,6 @@ class DataError(ValueError):
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
 
-OFFLINE_ENV = "TFDARTS_OFFLINE"
 """Set to ``1`` to never attempt TFDS downloads (fail fast with a hint instead)."""
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
@@ -247,17 +246,6 @@ def _as_targets(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y), -1).astype(np.float32)
 
 
-def network_available(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
-    """True when a TCP connection to `host`:443 succeeds within `timeout` seconds."""
-    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
-        return False
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def tfds_builder_names() -> Tuple[str, ...]:
     """Names of the TFDS builders shipped with the installed package (no network)."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -265,25 +253,25 @@ def tfds_builder_names() -> Tuple[str, ...]:
     return tuple(tfds.list_builders(with_community_datasets=False))
 
 
-def _tfds_builder(name: str):
-    """Creates the TFDS builder, preparing it only when it is missing and we are online."""
+def _tfds_builder(name: str, tfds_dir: str, download: bool):
+    """Creates the TFDS builder, preparing it only when it is missing and allowed."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
     try:
-        builder = tfds.builder(name, data_dir=os.environ.get("TFDS_DATA_DIR") or None)
+        builder = tfds.builder(name, data_dir=tfds_dir or None)
     except Exception as err:  # TFDS raises many types (DatasetNotFoundError, ...)
         raise DataError(f"TFDS dataset {name!r} is unavailable ({type(err).__name__}); "
                         f"{_LOCAL_HINT}") from None
     if builder.is_prepared():
         return builder
-    if not network_available():
-        raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and there "
-                        f"is no network to download it; {_LOCAL_HINT}")
+    if not download:
+        raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
+                        f"downloads are off (data.download=false); {_LOCAL_HINT}")
     try:
         builder.download_and_prepare()
     except Exception as err:  # network, checksum and disk errors all end here
         raise DataError(f"TFDS could not download/prepare {name!r} ({type(err).__name__}: "
-                        f"{' '.join(str(err).split())[:200]}); {_LOCAL_HINT}") from None
+                        f"{' '.join(str(err).split())[:200]}); offline? {_LOCAL_HINT}") from None
     return builder
 
 
@@ -301,11 +289,13 @@ def _tfds_split(builder, split: str) -> Tuple[np.ndarray, np.ndarray]:
     return as_nhwc(np.concatenate(images)), np.concatenate(labels).astype(np.int64)
 
 
-def load_tfds(name: str) -> Raw:
+def load_tfds(name: str, tfds_dir: str = "", download: bool = True) -> Raw:
     """Loads a TFDS image-classification dataset (``image`` and ``label`` features).
 
     Args:
         name: TFDS name, optionally with config/version (``"cifar10:3.0.2"``).
+        tfds_dir: TFDS data folder ("" = TFDS's default).
+        download: Download and prepare the dataset when it is missing.
 
     Returns:
         A `Raw`; datasets without a ``test`` split get ``x_test=None``.
@@ -313,7 +303,7 @@ def load_tfds(name: str) -> Raw:
     Raises:
         DataError: Not prepared and cannot be downloaded, or not image classification.
     """
-    builder = _tfds_builder(name)
+    builder = _tfds_builder(name, tfds_dir, download)
     features = builder.info.features
     if "image" not in features or "label" not in features:
         raise DataError(f"TFDS dataset {name!r} has no image/label features; only image "
