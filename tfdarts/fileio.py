@@ -23,6 +23,7 @@ def atomic_open(path: str, mode: str = "w") -> Iterator[io.IOBase]:
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=folder)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600 files; results are meant to be shared
     try:
         with os.fdopen(fd, mode, **({"encoding": "utf-8"} if "b" not in mode else {})) as f:
             yield f
