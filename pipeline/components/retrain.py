@@ -1,0 +1,51 @@
+"""Retrain: train the searched genotype from scratch (`tfdarts.trainer.retrain`)."""
+
+import os
+from typing import Any, Dict, Mapping
+
+from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
+from tfx.dsl.component.experimental.decorators import component
+
+from pipeline import artifacts
+from pipeline.components import common
+from tfdarts.config import Config
+
+FILES = ("model.keras", "history.json", "genotype.json")
+
+
+def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
+        work_dir: str) -> Dict[str, Dict[str, Any]]:
+    """Retrains the genotype of ``inputs["search"]`` (resuming from `work_dir`).
+
+    Returns:
+        Model properties: parameters, epochs, seconds, last train/test metrics, genotype.
+    """
+    from tfdarts import data as data_lib
+    from tfdarts import fileio, trainer
+    from tfdarts.genotype import Genotype
+    from tfdarts.network import count_params
+
+    data = data_lib.load_prepared(inputs["dataset"])
+    genotype = Genotype.load(os.path.join(inputs["search"], trainer.GENOTYPE_FILE))
+    result = trainer.retrain(config, data, genotype, work_dir)
+    common.copy_files(work_dir, outputs["model"], FILES)
+    history = fileio.read_json(os.path.join(work_dir, trainer.HISTORY_FILE))
+    return {"model": {
+        "genotype": genotype.to_dict(), "dataset": data.spec.name,
+        "fingerprint": data.spec.fingerprint, "metric": data.spec.task.metric_name,
+        "params": int(count_params(result.model)), "trainable_params": int(result.params),
+        "epochs": len(result.history),
+        "cells": config.retrain.cells, "channels": config.retrain.channels,
+        "seconds": float(result.seconds),
+        "train_loss": common.last_value(history, "train_loss"),
+        "train_metric": common.last_value(history, "train_metric"),
+        "test_metric": common.last_value(history, "test_metric")}}
+
+
+@component
+def Retrain(dataset: InputArtifact[artifacts.Dataset], search: InputArtifact[artifacts.SearchResult],
+            model: OutputArtifact[artifacts.Model], config_json: Parameter[str],
+            code_version: Parameter[str], work_root: Parameter[str] = "") -> None:
+    """TFX wrapper of `run`."""
+    common.run_tfx("retrain", run, {"dataset": dataset, "search": search}, {"model": model},
+                   config_json, code_version, work_root)

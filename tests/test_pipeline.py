@@ -1,0 +1,262 @@
+"""End-to-end tests of ``python -m pipeline.run`` on real Fashion-MNIST files (tiny preset).
+
+One tiny run (a few hundred images, one short epoch per training step) is shared by
+the module; the tests then read its ML Metadata store, serve its SavedModel, rerun it
+(all cached), trace its lineage, and check the one-line errors. A second run into
+another folder is interrupted during search and resumed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Dict, List
+
+import numpy as np
+import pytest
+
+FASHION_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
+                                           "fashion-mnist"))
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COMPONENTS = ("Ingest", "Search", "Retrain", "Evaluate", "Analyze")
+TINY = ["--preset", "tiny", "--dataset", "fashion_mnist", "--override", f"data.data_dir={FASHION_DIR}"]
+
+
+def _env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="2")
+    return env
+
+
+def _run(args: List[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, env=_env(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _open_store(run_dir: str):
+    from ml_metadata import metadata_store
+    from ml_metadata.proto import metadata_store_pb2
+
+    config = metadata_store_pb2.ConnectionConfig()
+    config.sqlite.filename_uri = os.path.join(run_dir, "metadata.sqlite")
+    config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
+    return metadata_store.MetadataStore(config)
+
+
+def _executions(store) -> List[Dict]:
+    """[{id, component, state}] in id order."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    types = {t.id: t.name for t in store.get_execution_types()}
+    return [{"id": e.id, "component": types[e.type_id].split(".")[-1],
+             "state": pb.Execution.State.Name(e.last_known_state)}
+            for e in sorted(store.get_executions(), key=lambda e: e.id)]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A finished tiny run: (run folder, first run's process)."""
+    out = tmp_path_factory.mktemp("runs")
+    started = time.time()
+    proc = _run(["-m", "pipeline.run", *TINY, "--output_dir", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(f"tiny e2e run took {time.time() - started:.0f}s")
+    return str(out / "fashion_mnist-tiny"), proc
+
+
+def _single(store, component: str, state: str = "COMPLETE"):
+    found = [e for e in _executions(store) if e["component"] == component and e["state"] == state]
+    assert len(found) == 1, (component, _executions(store))
+    return found[0]["id"]
+
+
+def _events(store, execution_id: int, kind: int) -> Dict[str, int]:
+    return {ev.path.steps[0].key: ev.artifact_id
+            for ev in store.get_events_by_execution_ids([execution_id]) if ev.type == kind}
+
+
+def test_run_prints_where_outputs_are(run_dir):
+    folder, proc = run_dir
+    for label in ("SavedModel:", "genotype:", "metrics:", "report:", "lineage:"):
+        assert label in proc.stdout
+    paths = {line.split(":", 1)[0]: line.split(":", 1)[1].strip()
+             for line in proc.stdout.splitlines() if ":" in line}
+    assert os.path.isfile(os.path.join(paths["SavedModel"], "saved_model.pb"))
+    assert os.path.isfile(paths["genotype"]) and os.path.isfile(paths["report"])
+    assert json.load(open(paths["metrics"]))["model"] == "darts"
+    for link in ("search", "model", "evaluation", "report"):
+        assert os.path.islink(os.path.join(folder, link))
+    assert os.path.isfile(os.path.join(folder, "results.csv"))
+    # progress: per-epoch lines with loss, metric, lr and time left
+    epoch_lines = [line for line in proc.stderr.splitlines() if "epoch 1/1 done" in line]
+    assert any(line.split()[1] == "search" for line in epoch_lines), proc.stderr[-2000:]
+    assert all("loss" in line and "metric" in line and "lr" in line and "left" in line
+               for line in epoch_lines) and len(epoch_lines) >= 2
+
+
+def test_one_complete_execution_per_component(run_dir):
+    store = _open_store(run_dir[0])
+    executions = _executions(store)
+    assert sorted(e["component"] for e in executions) == sorted(COMPONENTS)
+    assert all(e["state"] == "COMPLETE" for e in executions), executions
+
+
+def test_artifact_chain_and_properties(run_dir):
+    from ml_metadata.proto import metadata_store_pb2 as pb
+
+    store = _open_store(run_dir[0])
+    ids = {c: _single(store, c) for c in COMPONENTS}
+    out = {c: _events(store, ids[c], pb.Event.OUTPUT) for c in COMPONENTS}
+    inp = {c: _events(store, ids[c], pb.Event.INPUT) for c in COMPONENTS}
+    assert inp["Ingest"] == {}
+    assert inp["Search"] == {"dataset": out["Ingest"]["dataset"]}
+    assert inp["Retrain"] == {"dataset": out["Ingest"]["dataset"], "search": out["Search"]["search"]}
+    assert inp["Evaluate"]["model"] == out["Retrain"]["model"]
+    assert inp["Analyze"]["evaluation"] == out["Evaluate"]["evaluation"]
+    assert inp["Analyze"]["search"] == out["Search"]["search"]
+
+    types = {t.id: t.name for t in store.get_artifact_types()}
+    arts = {a.id: a for a in store.get_artifacts()}
+    expected = {"Ingest": ("dataset", "tfdarts.Dataset"), "Search": ("search", "tfdarts.SearchResult"),
+                "Retrain": ("model", "tfdarts.Model"), "Evaluate": ("evaluation", "tfdarts.Evaluation"),
+                "Analyze": ("report", "tfdarts.Report")}
+    for component, (key, type_name) in expected.items():
+        assert types[arts[out[component][key]].type_id] == type_name
+
+    dataset = arts[out["Ingest"]["dataset"]]
+    spec = json.load(open(os.path.join(dataset.uri, "spec.json")))
+    assert dataset.custom_properties["fingerprint"].string_value == spec["fingerprint"]
+    assert dataset.custom_properties["num_train"].int_value == 512
+    search = arts[out["Search"]["search"]]
+    genotype = json.load(open(os.path.join(search.uri, "genotype.json")))
+    assert json.loads(search.custom_properties["genotype"].string_value) == genotype
+    evaluation = arts[out["Evaluate"]["evaluation"]]
+    metrics = json.load(open(os.path.join(evaluation.uri, "metrics.json")))
+    # ML Metadata's SQLite backend keeps doubles to 6 significant digits; the JSON
+    # "metrics" property is exact
+    assert evaluation.custom_properties["accuracy"].double_value == pytest.approx(
+        metrics["metrics"]["accuracy"], rel=1e-5)
+    assert json.loads(evaluation.custom_properties["metrics"].string_value) == metrics["metrics"]
+    assert evaluation.custom_properties["params"].int_value == metrics["params"] > 0
+    # the code version is a parameter of every execution
+    versions = {e.custom_properties["code_version"].string_value
+                for e in store.get_executions_by_id(list(ids.values()))}
+    assert len(versions) == 1 and len(versions.pop()) == 16
+
+
+def test_saved_model_serves_real_test_images(run_dir):
+    import tensorflow as tf
+
+    from tfdarts.data import load_prepared
+
+    folder = run_dir[0]
+    data = load_prepared(os.path.realpath(os.path.join(folder, "dataset")))
+    model = tf.saved_model.load(os.path.join(folder, "evaluation", "saved_model"))
+    serve = model.signatures["serving_default"]
+    out = serve(inputs=tf.constant(data.x_test.astype(np.float32)))
+    probs, classes = out["probabilities"].numpy(), out["classes"].numpy()
+    assert probs.shape == (256, 10)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    metrics = json.load(open(os.path.join(folder, "evaluation", "metrics.json")))["metrics"]
+    assert np.mean(classes == data.y_test) == pytest.approx(metrics["accuracy"], abs=1e-6)
+
+
+def test_second_run_is_all_cached(run_dir):
+    folder = run_dir[0]
+    before = _executions(_open_store(folder))
+    proc = _run(["-m", "pipeline.run", *TINY, "--output_dir", os.path.dirname(folder)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = _executions(_open_store(folder))
+    new = after[len(before):]
+    assert sorted(e["component"] for e in new) == sorted(COMPONENTS)
+    assert all(e["state"] == "CACHED" for e in new), new
+    assert "reused from cache" in proc.stderr
+
+
+def test_lineage_names_dataset_fingerprint(run_dir):
+    folder = run_dir[0]
+    fingerprint = json.load(open(os.path.join(folder, "dataset", "spec.json")))["fingerprint"]
+    for target in (os.path.join(folder, "evaluation", "saved_model"),
+                   os.path.join(folder, "search", "genotype.json"), folder):
+        proc = _run(["-m", "pipeline.lineage", target], timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert fingerprint in proc.stdout
+        assert "search " in proc.stdout and "config " in proc.stdout
+    saved = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", "saved_model")]).stdout
+    for step in ("ingest", "search", "retrain", "evaluate"):
+        assert f"\n{step} " in saved
+    assert "accuracy" in saved and "genotype normal" in saved
+
+
+def test_compare_prints_tables(run_dir):
+    proc = _run(["-m", "pipeline.compare", run_dir[0]], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "entropy_ratio" in proc.stdout and "| darts |" in proc.stdout
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), proc.stderr
+    assert text in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--dataset", "no_such_data"], "unknown dataset"),
+    (["--override", "search.epochs=many"], "search.epochs"),
+    (["--override", "search.no_such_key=1"], "no_such_key"),
+    (["--override", "epochs"], "section.key=value"),
+    (["--preset", "huge"], "unknown preset"),
+    (["--no_such_flag"], "no_such_flag"),
+    (["--override", "data.data_dir=/no/such/folder"], "does not exist"),
+])
+def test_bad_input_exits_2_with_one_line(tmp_path, args, text):
+    proc = _run(["-m", "pipeline.run", "--output_dir", str(tmp_path), *args], timeout=120)
+    _assert_one_line_error(proc, text)
+
+
+def test_unwritable_output_dir_exits_2(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = _run(["-m", "pipeline.run", *TINY, "--output_dir", str(blocker / "runs")], timeout=120)
+    _assert_one_line_error(proc, "not writable")
+
+
+def test_interrupted_step_is_failed_then_resumed(tmp_path):
+    """SIGTERM during search: FAILED in ML Metadata; the rerun reuses ingest from the cache
+    and resumes search after its checkpointed epoch. This run's folder is separate from
+    the module's run, so nothing is shared (its ingest is a fresh execution)."""
+    args = [sys.executable, "-m", "pipeline.run", *TINY, "--override", "search.epochs=3",
+            "--output_dir", str(tmp_path)]
+    proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    seen = []
+    deadline = time.time() + 400
+    for line in proc.stderr:
+        seen.append(line)
+        if "search epoch 1/3 done" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+        assert time.time() < deadline, "".join(seen)
+    rest = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, "".join(seen) + rest
+    assert "interrupted" in rest and "Traceback" not in rest
+    folder = str(tmp_path / "fashion_mnist-tiny")
+    states = {(e["component"], e["state"]) for e in _executions(_open_store(folder))}
+    assert states == {("Ingest", "COMPLETE"), ("Search", "FAILED")}
+
+    again = _run(args[1:])
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "search: resuming from" in again.stderr and "after epoch 1/3" in again.stderr
+    executions = _executions(_open_store(folder))
+    assert [(e["component"], e["state"]) for e in executions[2:]] == [
+        ("Ingest", "CACHED"), ("Search", "COMPLETE"), ("Retrain", "COMPLETE"),
+        ("Evaluate", "COMPLETE"), ("Analyze", "COMPLETE")]
+    history = json.load(open(os.path.join(folder, "search", "history.json")))
+    assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]
