@@ -155,6 +155,28 @@ class EtaFilter(logging.Filter):
         return True
 
 
+class Interrupted(Exception):
+    """SIGINT/SIGTERM, raised as an ordinary exception so TFX records the step as FAILED."""
+
+
+class _PropagateInterrupts:
+    """Handler mix-in: a signal that lands while a line is written must not be
+    swallowed by logging's error handler (which would print it and carry on)."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if isinstance(sys.exc_info()[1], Interrupted):
+            raise sys.exc_info()[1]
+        super().handleError(record)  # type: ignore[misc]
+
+
+class _StreamHandler(_PropagateInterrupts, logging.StreamHandler):
+    """Console handler that lets `Interrupted` through."""
+
+
+class _FileHandler(_PropagateInterrupts, logging.FileHandler):
+    """File handler that lets `Interrupted` through."""
+
+
 def configure_logging(log_file: Optional[str] = None, verbose: bool = False) -> None:
     """INFO progress lines with timestamps on stderr for ``tfdarts`` (and the pipeline);
     everything (TFX's absl logs included) in `log_file` when given."""
@@ -163,14 +185,14 @@ def configure_logging(log_file: Optional[str] = None, verbose: bool = False) -> 
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
+    console = _StreamHandler(sys.stderr)
     console.setFormatter(fmt)
     console.setLevel(logging.INFO)
     console.addFilter(_ConsoleFilter(verbose))
     root.addHandler(console)
     if log_file:
         os.makedirs(os.path.dirname(log_file), exist_ok=True)
-        handler = logging.FileHandler(log_file, encoding="utf-8")
+        handler = _FileHandler(log_file, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
     eta = EtaFilter()

@@ -51,8 +51,7 @@ log = logging.getLogger("pipeline.run")
 _LOCKS: List[Any] = []
 
 
-class Interrupted(Exception):
-    """SIGINT/SIGTERM, raised as an ordinary exception so TFX records the step as FAILED."""
+Interrupted = cli.Interrupted
 
 
 def _parse_flags(argv: List[str]) -> List[str]:
