@@ -90,6 +90,38 @@ def test_unrolled_gradient_matches_formula(smooth_setup):
         assert float(tf.norm(a - e) / tf.norm(e)) < 1e-2
 
 
+def test_virtual_step_is_the_optimizers_next_step(smooth_setup):
+    """w' (momentum buffer non-zero after a real step) is where SGD would move w."""
+    net, arch, train, _ = smooth_setup
+    rule = arch.weight_rule
+    variables = list(rule.variables)
+
+    def train_grads():
+        with tf.GradientTape() as tape:
+            loss, _, _ = steps.forward_loss(net, *train)
+        return tape.gradient(loss, [w.value for w in variables])
+
+    steps.apply_update(rule, train_grads())
+    momenta = [steps.sgd_momentum(rule.optimizer, v) for v in variables]
+    assert float(tf.linalg.global_norm(momenta)) > 0
+    g = train_grads()
+    xi = tf.constant(float(rule.optimizer.learning_rate))
+    unrolled = arch._virtual_step([w.value for w in variables], g, xi)
+    decayed = [gi + rule.weight_decay * w.value for gi, w in zip(g, variables)]
+    rule.optimizer.apply_gradients(zip(decayed, variables))  # unclipped, like the reference's w'
+    for u, w in zip(unrolled, variables):
+        np.testing.assert_allclose(u.numpy(), w.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_nesterov_is_refused(smooth_setup):
+    net, _, train, val = smooth_setup
+    opt = steps.build_optimizer(keras.optimizers.SGD(0.025, momentum=0.9, nesterov=True),
+                                net.weight_variables)
+    arch = architect.Architect(net, 2, steps.UpdateRule(opt, net.weight_variables))
+    with pytest.raises(NotImplementedError, match="Nesterov"):
+        arch.unrolled_gradients(val, train)
+
+
 def test_first_order_is_plain_alpha_gradient(smooth_setup):
     net, _, train, val = smooth_setup
     first = architect.Architect(net, 1, steps.UpdateRule(keras.optimizers.SGD(0.1), net.weight_variables))

@@ -5,11 +5,16 @@ Second order (unrolled): with ``w' = w - xi * (momentum term + grad_w L_train + 
 ``grad_alpha L_val(w', alpha) - xi * H v`` where ``v = grad_w' L_val(w', alpha)`` and
 ``H v = grad^2_{alpha, w} L_train(w, alpha) v`` is approximated by central differences
 ``(grad_alpha L_train(w + r v) - grad_alpha L_train(w - r v)) / (2 r)``, ``r = 0.01 / ||v||``.
+
+Under a strategy every loss is averaged over the global batch, so each term is a
+sum of per-replica shares. ``w'`` and ``v`` must be global before they are used
+(one flat collective each); the final ``d_alpha - xi * H v`` is linear in the
+shares, so each replica returns its own and `steps.apply_update` sums them.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 import keras
 import tensorflow as tf
@@ -26,7 +31,7 @@ class Architect:
         model: The supernet (`SearchNetwork`).
         order: 1 (first order) or 2 (second order, unrolled).
         weight_rule: The weights' update rule; second order reads its
-            optimizer's learning rate (xi), momentum slots and weight decay.
+            optimizer's learning rate (xi), momentum buffers and weight decay.
     """
 
     def __init__(self, model: keras.Model, order: int, weight_rule: steps.UpdateRule) -> None:
@@ -41,23 +46,26 @@ class Architect:
         return lambda val_batch: self.unrolled_gradients(val_batch, train_batch)
 
     def unrolled_gradients(self, val_batch: steps.Batch, train_batch: steps.Batch):
-        """Second-order alpha gradient (per replica; cross-replica sums inside).
+        """Second-order alpha gradient, this replica's share.
+
+        Two collectives inside: the training gradient (for ``w'``) and ``v``.
+
+        Args:
+            val_batch: ``(x, y)`` validation batch of this replica.
+            train_batch: ``(x, y)`` training batch of this replica.
 
         Returns:
-            ``((val_outputs, val_losses), alpha_grads)``; the grads are already
-            global, so they are divided by the replica count before
-            `steps.apply_update` sums them again.
+            ``((val_outputs (B, K), val_losses (B,)), alpha_grads)``: one
+            unreduced ``d_alpha_r - xi * hv_r`` per alpha variable (its shape);
+            their sum over replicas is the hypergradient.
         """
-        model, rule = self.model, self.weight_rule
-        weights = [v.value for v in model.weight_variables]
-        xi = tf.cast(rule.optimizer.learning_rate, tf.float32)
-        g_train = steps.all_reduce_sum(self._grads(train_batch, weights, weights, want_alpha=False))
+        weights = [v.value for v in self.model.weight_variables]
+        xi = tf.cast(self.weight_rule.optimizer.learning_rate, tf.float32)
+        g_train = steps.all_reduce_sum(self._weight_grads(train_batch, weights))
         unrolled = self._virtual_step(weights, g_train, xi)
         (outputs, losses), d_alpha, v = self._val_grads(val_batch, unrolled)
         hv = self.hessian_vector_product(train_batch, weights, v)
-        replicas = tf.cast(tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
-        grads = [(da - xi * h) / replicas for da, h in zip(d_alpha, hv)]
-        return (outputs, losses), grads
+        return (outputs, losses), [da - xi * h for da, h in zip(d_alpha, hv)]
 
     def _virtual_step(self, weights: List[tf.Tensor], grads: List[tf.Tensor],
                       xi: tf.Tensor) -> List[tf.Tensor]:
@@ -65,14 +73,24 @@ class Architect:
 
         Keras' SGD keeps ``m = mu * m - lr * g`` and adds it to ``w``, so
         ``mu * m`` is the reference's ``-xi * mu * momentum_buffer`` term.
+
+        Args:
+            weights: Current weights ``w``, shapes of the weight variables.
+            grads: Global training gradient, same shapes.
+            xi: Scalar learning rate.
+
+        Returns:
+            ``w'``, same shapes.
         """
         rule = self.weight_rule
-        opt = rule.optimizer
+        if getattr(rule.optimizer, "nesterov", False):
+            raise NotImplementedError("the unrolled step models plain SGD momentum, not Nesterov")
+        mu = getattr(rule.optimizer, "momentum", 0.0)
         out = []
         for var, w, g in zip(rule.variables, weights, grads):
             step = w - xi * (g + rule.weight_decay * w)
-            if getattr(opt, "momentum", 0.0):
-                step += opt.momentum * opt.momentums[opt._get_variable_index(var)].value
+            if mu:
+                step += mu * steps.sgd_momentum(rule.optimizer, var)
             out.append(step)
         return out
 
@@ -87,38 +105,53 @@ class Architect:
         losses = steps.per_example_loss(model.task, outputs, y)
         return tf.nn.compute_average_loss(losses), outputs, losses
 
-    def _grads(self, batch: steps.Batch, weights, sources, want_alpha: bool) -> List[tf.Tensor]:
-        alphas = [v.value for v in self.model.arch_variables]
-        targets = alphas if want_alpha else list(sources)
+    def _weight_grads(self, batch: steps.Batch, weights: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """This replica's ``grad_w L_train(w)`` at ``w = weights`` (weight shapes)."""
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(targets)
+            tape.watch(list(weights))
             loss, _, _ = self._forward(batch, weights)
-        return tape.gradient(loss, targets)
+        return tape.gradient(loss, list(weights))
 
-    def _val_grads(self, batch: steps.Batch, unrolled: List[tf.Tensor]):
+    def _alpha_grads(self, batch: steps.Batch, weights: Sequence[tf.Tensor]) -> List[tf.Tensor]:
+        """This replica's ``grad_alpha L_train(w)`` at ``w = weights`` (alpha shapes)."""
+        alphas = [v.value for v in self.model.arch_variables]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(alphas)
+            loss, _, _ = self._forward(batch, weights)
+        return tape.gradient(loss, alphas)
+
+    def _val_grads(self, batch: steps.Batch, unrolled: List[tf.Tensor]
+                   ) -> Tuple[Tuple[tf.Tensor, tf.Tensor], List[tf.Tensor], List[tf.Tensor]]:
+        """Validation gradients at ``w'``.
+
+        Returns:
+            ``((outputs, losses), d_alpha, v)``: ``d_alpha`` this replica's
+            share (alpha shapes), ``v`` global (weight shapes).
+        """
         alphas = [v.value for v in self.model.arch_variables]
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(alphas + unrolled)
             loss, outputs, losses = self._forward(batch, unrolled)
-        grads = steps.all_reduce_sum(tape.gradient(loss, alphas + unrolled))
-        return (outputs, losses), grads[:len(alphas)], grads[len(alphas):]
+        grads = tape.gradient(loss, alphas + unrolled)
+        return (outputs, losses), grads[:len(alphas)], steps.all_reduce_sum(grads[len(alphas):])
 
     def hessian_vector_product(self, batch: steps.Batch, weights: List[tf.Tensor],
                                v: List[tf.Tensor]) -> List[tf.Tensor]:
-        """Central-difference ``grad^2_{alpha, w} L_train(w, alpha) v``.
+        """Central-difference ``grad^2_{alpha, w} L_train(w, alpha) v``, this replica's share.
 
         Args:
             batch: Training batch of this replica.
             weights: Current weight values ``w``.
-            v: Direction, one tensor per weight (global, already summed).
+            v: Direction, one tensor per weight; global (the same on every
+                replica), so ``r`` is too.
 
         Returns:
-            One tensor per alpha variable, summed across replicas.
+            One unreduced tensor per alpha variable (its shape); their sum
+            over replicas is the product on the global batch.
         """
         r = FD_SCALE / tf.linalg.global_norm(v)
         plus = [w + r * d for w, d in zip(weights, v)]
         minus = [w - r * d for w, d in zip(weights, v)]
-        g_plus = self._grads(batch, plus, plus, want_alpha=True)
-        g_minus = self._grads(batch, minus, minus, want_alpha=True)
-        diff = [(p - m) / (2.0 * r) for p, m in zip(g_plus, g_minus)]
-        return steps.all_reduce_sum(diff)
+        g_plus = self._alpha_grads(batch, plus)
+        g_minus = self._alpha_grads(batch, minus)
+        return [(p - m) / (2.0 * r) for p, m in zip(g_plus, g_minus)]

@@ -2,12 +2,15 @@
 
 Everything here runs inside ``strategy.run`` (replica context). Losses are
 averaged over the *global* batch with ``tf.nn.compute_average_loss``, so summing
-gradients across replicas gives the gradient of the global-batch mean.
+gradients across replicas gives the gradient of the global-batch mean. Gradient
+functions return this replica's share; `apply_update` sums it once (one
+collective) and the optimizer applies the result as is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Dict, List, Sequence, Tuple
 
 import keras
@@ -26,7 +29,8 @@ class UpdateRule:
     """How one group of variables is updated.
 
     Attributes:
-        optimizer: A built Keras optimizer (no clipping or decay of its own).
+        optimizer: A Keras optimizer from `build_optimizer` (no clipping or
+            decay of its own).
         variables: The variables it updates.
         clip_norm: Global-norm clip of the summed gradient (0 = none).
         weight_decay: Coupled L2 added to the clipped gradient (``g + wd * w``).
@@ -88,10 +92,16 @@ def batch_stats(task: Task, outputs: tf.Tensor, y: tf.Tensor, losses: tf.Tensor)
 
 
 def all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
-    """Sums tensors across replicas (identity without a strategy).
+    """Sums tensors across replicas (identity with a single replica).
 
     The tensors travel as one flat vector: a single collective per call, so
     replicas can never disagree on the order of several independent ones.
+
+    Args:
+        values: This replica's tensors, any shapes (float32).
+
+    Returns:
+        The cross-replica sums, same shapes as `values`.
     """
     ctx = tf.distribute.get_replica_context()
     if ctx.num_replicas_in_sync == 1:
@@ -103,7 +113,11 @@ def all_reduce_sum(values: List[tf.Tensor]) -> List[tf.Tensor]:
 
 
 def plain_gradients(model: keras.Model, variables: Sequence[keras.Variable]) -> GradientFn:
-    """A `GradientFn` differentiating the training loss w.r.t. `variables` only."""
+    """A `GradientFn` differentiating the training loss w.r.t. `variables` only.
+
+    The gradients are this replica's share (unreduced): their sum over replicas
+    is the gradient of the global-batch loss.
+    """
 
     def fn(batch: Batch):
         x, y = batch
@@ -116,22 +130,83 @@ def plain_gradients(model: keras.Model, variables: Sequence[keras.Variable]) -> 
     return fn
 
 
+class AppliesGlobalGradients:
+    """Optimizer mixin: `apply_gradients` takes gradients that are already global.
+
+    Keras 3's TensorFlow optimizer sums the gradients it is given across
+    replicas (``_backend_update_step`` -> ``_all_reduce_sum_gradients``).
+    `apply_update` sums them itself, before clipping, so that second sum must
+    not happen: here it is the identity. Slots, variables and checkpoints are
+    those of the base optimizer. Use `global_gradient_optimizer` to get one.
+    """
+
+    def _all_reduce_sum_gradients(
+            self, grads_and_vars: Sequence[Tuple[tf.Tensor, tf.Variable]]
+    ) -> List[Tuple[tf.Tensor, tf.Variable]]:
+        """Returns the ``(gradient, variable)`` pairs unchanged."""
+        return list(grads_and_vars)
+
+
+@functools.lru_cache(maxsize=None)
+def _global_gradient_class(cls: type) -> type:
+    """``cls`` with `AppliesGlobalGradients` in front of it (one class per `cls`)."""
+    if not hasattr(cls, "_all_reduce_sum_gradients"):
+        # the hook this relies on is private; fail loudly if Keras drops it
+        raise TypeError(f"{cls.__name__} has no _all_reduce_sum_gradients to override; "
+                        "this Keras version aggregates gradients differently")
+    return type(f"GlobalGradient{cls.__name__}", (AppliesGlobalGradients, cls),
+                {"__doc__": f"{cls.__name__} applying already-summed gradients."})
+
+
+def global_gradient_optimizer(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Makes `optimizer` apply its gradients as given, without a cross-replica sum.
+
+    The instance is converted in place (its class gets `AppliesGlobalGradients`
+    in front), so references to it, its state and its checkpoint layout are
+    unchanged. Idempotent.
+
+    Args:
+        optimizer: A Keras optimizer, built or not.
+
+    Returns:
+        `optimizer` itself.
+
+    Raises:
+        TypeError: For wrapper optimizers, or if Keras lacks the hook.
+    """
+    if hasattr(optimizer, "inner_optimizer"):
+        # e.g. LossScaleOptimizer: the inner optimizer applies, and would still sum
+        raise TypeError(f"{type(optimizer).__name__} wraps another optimizer; convert that one")
+    if not isinstance(optimizer, AppliesGlobalGradients):
+        optimizer.__class__ = _global_gradient_class(type(optimizer))
+    return optimizer
+
+
 def apply_update(rule: UpdateRule, grads: List[tf.Tensor]) -> None:
     """Sums per-replica gradients, clips, adds L2 decay and applies the optimizer.
 
-    Clipping must see the global gradient (as with one replica), so the sum is
-    taken here. Keras' optimizer sums across replicas once more when it
-    applies, so it gets the global gradient divided by the replica count
-    (an exact division for power-of-two replica counts).
+    The sum is the only collective: clipping must see the global gradient (as
+    with one replica), and the optimizer (see `AppliesGlobalGradients`) applies
+    it without summing again, so the update is that of one replica on the
+    global batch for any replica count.
+
+    Args:
+        rule: Optimizer, variables, clipping and decay.
+        grads: This replica's unreduced gradients, one per variable (shapes of
+            `rule.variables`).
+
+    Raises:
+        TypeError: With several replicas, if the optimizer would sum again.
     """
     ctx = tf.distribute.get_replica_context()
+    if ctx.num_replicas_in_sync > 1 and not isinstance(rule.optimizer, AppliesGlobalGradients):
+        raise TypeError(f"{type(rule.optimizer).__name__} would sum the gradients across replicas "
+                        "a second time; create it with steps.build_optimizer")
     grads = all_reduce_sum(list(grads))
     if rule.clip_norm:
         grads, _ = tf.clip_by_global_norm(grads, rule.clip_norm)
     if rule.weight_decay:
         grads = [g + rule.weight_decay * v.value for g, v in zip(grads, rule.variables)]
-    if ctx.num_replicas_in_sync > 1:
-        grads = [g / ctx.num_replicas_in_sync for g in grads]
     rule.optimizer.apply_gradients(zip(grads, rule.variables))
 
 
@@ -147,7 +222,8 @@ def replica_step(model: keras.Model, rule: UpdateRule, batch: Batch,
         model: Model with a ``task`` attribute.
         rule: Optimizer, variables, clipping and decay.
         batch: ``(x (B, H, W, C), y (B,) or (B, K))`` of this replica.
-        gradient_fn: Returns ``((outputs, per_example_losses), grads)``.
+        gradient_fn: Returns ``((outputs, per_example_losses), grads)`` with
+            this replica's unreduced grads.
 
     Returns:
         Per-replica metric sums (see `batch_stats`).
@@ -159,9 +235,54 @@ def replica_step(model: keras.Model, rule: UpdateRule, batch: Batch,
 
 def build_optimizer(optimizer: keras.optimizers.Optimizer,
                     variables: Sequence[keras.Variable]) -> keras.optimizers.Optimizer:
-    """Builds optimizer slots for `variables` (call inside ``strategy.scope()``)."""
+    """Prepares `optimizer` for `apply_update` (call inside ``strategy.scope()``).
+
+    Converts it with `global_gradient_optimizer` and builds its slots for
+    `variables`.
+
+    Args:
+        optimizer: A plain Keras optimizer (no clipping or decay of its own).
+        variables: The variables it will update.
+
+    Returns:
+        `optimizer` itself, converted and built.
+    """
+    optimizer = global_gradient_optimizer(optimizer)
     optimizer.build(list(variables))
     return optimizer
+
+
+def sgd_momentum(optimizer: keras.optimizers.Optimizer, variable: keras.Variable) -> tf.Tensor:
+    """The momentum buffer ``m`` Keras' SGD keeps for `variable`.
+
+    Keras' (non-Nesterov) SGD updates ``m = mu * m - lr * g`` then ``w = w + m``.
+    This is the one place that knows where the buffer lives.
+
+    Args:
+        optimizer: A built ``keras.optimizers.SGD`` with ``momentum > 0``.
+        variable: One of the variables it was built for.
+
+    Returns:
+        ``m``, shape of `variable` (this replica's copy under a strategy).
+
+    Raises:
+        ValueError: If the optimizer keeps no momentum buffer for `variable`.
+    """
+    name = type(optimizer).__name__
+    slots = getattr(optimizer, "momentums", None)
+    if not getattr(optimizer, "built", False) or not slots:
+        raise ValueError(f"{name} keeps no SGD momentum buffers (built: "
+                         f"{getattr(optimizer, 'built', False)}, momentum: "
+                         f"{getattr(optimizer, 'momentum', None)})")
+    try:
+        index = optimizer._get_variable_index(variable)
+    except KeyError:
+        raise ValueError(f"{name} keeps no momentum buffer for {variable.path}") from None
+    slot = slots[index]
+    if tuple(slot.shape) != tuple(variable.shape):
+        raise ValueError(f"{name}'s momentum buffer {slot.path} has shape {tuple(slot.shape)}, "
+                         f"not that of {variable.path} {tuple(variable.shape)}")
+    return tf.convert_to_tensor(slot.value)
 
 
 def summarize(task: Task, totals: Dict[str, np.ndarray]) -> Dict[str, float]:
