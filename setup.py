@@ -18,7 +18,6 @@ INSTALL_REQUIRES = [
     "pandas==2.3.3",
     "pyyaml==6.0.4",
     "matplotlib==3.10.9",
-    "psutil==7.2.2",
 ]
 
 setup(

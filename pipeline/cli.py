@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Dict, List, NoReturn, Optional, Sequence
 
+from tfdarts.progress import format_duration
+
 __all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "fail",
            "configure_logging", "EtaFilter"]
 
@@ -37,9 +39,8 @@ def _yaml_names(folder: str) -> List[str]:
 
 
 def known_datasets() -> List[str]:
-    """Datasets with a config file plus the names `tfdarts.data` knows."""
-    quiet_libraries(import_tensorflow=True)
-    from tfdarts.data import KNOWN_DATASETS
+    """Datasets with a config file plus the names the library knows (no TensorFlow)."""
+    from tfdarts.contract import KNOWN_DATASETS
 
     return sorted(set(_yaml_names("datasets")) | set(KNOWN_DATASETS))
 
@@ -122,11 +123,6 @@ def quiet_libraries(import_tensorflow: bool = False) -> None:
         os.close(devnull)
 
 
-def _format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
 class EtaFilter(logging.Filter):
     """Appends the time left to ``tfdarts`` end-of-epoch lines.
 
@@ -151,7 +147,7 @@ class EtaFilter(logging.Filter):
             history.append(float(seconds))
             left = (int(epochs) - int(epoch)) * (sum(history) / len(history))
             record.msg = msg + " | %s left"
-            record.args = tuple(record.args) + (_format_duration(left),)
+            record.args = tuple(record.args) + (format_duration(left),)
         return True
 
 

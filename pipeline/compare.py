@@ -15,6 +15,7 @@ import sys
 from typing import Optional, Sequence
 
 from pipeline import cli
+from tfdarts import contract
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -39,7 +40,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import pandas as pd
 
     for run_dir in args.run_dirs:
-        path = os.path.join(run_dir, "results.csv")
+        path = os.path.join(run_dir, contract.RESULTS_CSV)
         if os.path.exists(path):
             out += [f"## Results: {analysis.run_name(run_dir)}", "",
                     analysis.to_markdown(pd.read_csv(path))]

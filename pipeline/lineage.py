@@ -20,7 +20,9 @@ import os
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-METADATA_FILE = "metadata.sqlite"
+from tfdarts import contract
+from tfdarts.contract import METADATA_FILE
+from tfdarts.progress import format_duration
 
 
 # ----------------------------------------------------------------------------- store access
@@ -78,11 +80,6 @@ def _step_of(type_name: str) -> str:
 
 def _time(ms: int) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
 def fail_stale_executions(store_path: str) -> int:
@@ -171,8 +168,8 @@ def find_store(path: str) -> str:
                             "give the run folder or --store")
 
 
-_CHAIN_ORDER = ("tfdarts.Report", "tfdarts.Evaluation", "tfdarts.Model", "tfdarts.SearchResult",
-                "tfdarts.Baselines", "tfdarts.Dataset")
+_CHAIN_ORDER = (contract.REPORT_TYPE, contract.EVALUATION_TYPE, contract.MODEL_TYPE, contract.SEARCH_RESULT_TYPE,
+                contract.BASELINES_TYPE, contract.DATASET_TYPE)
 
 
 def find_artifact(store: Any, path: str, store_path: str) -> Any:
@@ -270,14 +267,14 @@ def _non_default(config: Mapping[str, Any]) -> List[str]:
 
 
 _SHOWN = {
-    "tfdarts.Dataset": ("name", "fingerprint", "source", "task", "input_shape", "num_train",
+    contract.DATASET_TYPE: ("name", "fingerprint", "source", "task", "input_shape", "num_train",
                         "num_test", "augment"),
-    "tfdarts.SearchResult": ("genotype", "epochs", "val_metric", "train_metric", "supernet_params",
+    contract.SEARCH_RESULT_TYPE: ("genotype", "epochs", "val_metric", "train_metric", "supernet_params",
                              "seconds"),
-    "tfdarts.Model": ("params", "epochs", "train_metric", "test_metric", "seconds"),
-    "tfdarts.Evaluation": ("metrics", "params", "saved_model", "search_seconds", "train_seconds"),
-    "tfdarts.Baselines": ("models",),
-    "tfdarts.Report": ("report", "results", "warnings", "models"),
+    contract.MODEL_TYPE: ("params", "epochs", "train_metric", "test_metric", "seconds"),
+    contract.EVALUATION_TYPE: ("metrics", "params", "saved_model", "search_seconds", "train_seconds"),
+    contract.BASELINES_TYPE: ("models",),
+    contract.REPORT_TYPE: ("report", "results", "warnings", "models"),
 }
 
 
@@ -317,7 +314,7 @@ def describe(store: Any, store_path: str, path: str, target: Any) -> List[str]:
     lines = [f"lineage of {path}",
              f"  artifact {target.id} ({target_type}) at {target.uri}",
              f"  store {store_path}", ""]
-    datasets = [a for a in arts.values() if art_types.get(a.type_id) == "tfdarts.Dataset"]
+    datasets = [a for a in arts.values() if art_types.get(a.type_id) == contract.DATASET_TYPE]
     for ds in datasets:
         p = properties(ds)
         lines.append(f"dataset      {p.get('name', '?')}  fingerprint {p.get('fingerprint', '?')}")
@@ -342,7 +339,7 @@ def describe(store: Any, store_path: str, path: str, target: Any) -> List[str]:
         reused = graph["reused"].get(execution.id) or []
         note = f"; reused from cache by execution(s) {', '.join(map(str, reused))}" if reused else ""
         lines.append(f"{step:<12} execution {execution.id} {state_name(execution)}  {_time(start)} -> "
-                     f"{_time(end)} ({_duration((end - start) / 1000)}){note}")
+                     f"{_time(end)} ({format_duration((end - start) / 1000)}){note}")
         for key, art_id in graph["outputs"].get(execution.id, []):
             art = arts.get(art_id)
             if art is None:

@@ -23,19 +23,12 @@ import os
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
+from tfdarts import contract
 from tfdarts.config import Config
+from tfdarts.contract import METADATA_FILE, PIPELINE_ROOT_DIR, WORK_DIR
 
 __all__ = ["StepSpec", "STEPS", "active_steps", "step_config_json", "code_version",
            "pipeline_name", "create_pipeline", "METADATA_FILE", "PIPELINE_ROOT_DIR", "WORK_DIR"]
-
-METADATA_FILE = "metadata.sqlite"
-"""ML Metadata SQLite store, directly in the run folder."""
-
-PIPELINE_ROOT_DIR = "artifacts"
-"""TFX pipeline root (artifact folders) inside the run folder."""
-
-WORK_DIR = "work"
-"""Per-step working folders (checkpoints, for resuming) inside the run folder."""
 
 ALL_SECTIONS = ("data", "search", "retrain", "baselines", "runtime")
 
@@ -77,25 +70,25 @@ class StepSpec:
 _TRAINING = ("data", "search", "retrain", "runtime")
 
 STEPS: Tuple[StepSpec, ...] = (
-    StepSpec("ingest", "Ingest", ("data",), outputs=(("dataset", "tfdarts.Dataset"),)),
+    StepSpec("ingest", "Ingest", ("data",), outputs=(("dataset", contract.DATASET_TYPE),)),
     StepSpec("search", "Search", ("data", "search", "runtime"),
              inputs=(("dataset", "ingest.dataset"),),
-             outputs=(("search", "tfdarts.SearchResult"),)),
+             outputs=(("search", contract.SEARCH_RESULT_TYPE),)),
     StepSpec("retrain", "Retrain", _TRAINING,
              inputs=(("dataset", "ingest.dataset"), ("search", "search.search")),
-             outputs=(("model", "tfdarts.Model"),)),
+             outputs=(("model", contract.MODEL_TYPE),)),
     StepSpec("evaluate", "Evaluate", _TRAINING,
              inputs=(("dataset", "ingest.dataset"), ("search", "search.search"),
                      ("model", "retrain.model")),
-             outputs=(("evaluation", "tfdarts.Evaluation"),)),
+             outputs=(("evaluation", contract.EVALUATION_TYPE),)),
     StepSpec("baselines", "Baselines", ALL_SECTIONS,
              inputs=(("dataset", "ingest.dataset"),),
-             outputs=(("baselines", "tfdarts.Baselines"),), optional=True),
+             outputs=(("baselines", contract.BASELINES_TYPE),), optional=True),
     StepSpec("analyze", "Analyze", ALL_SECTIONS,
              inputs=(("dataset", "ingest.dataset"), ("search", "search.search"),
                      ("model", "retrain.model"), ("evaluation", "evaluate.evaluation"),
                      ("baselines", "baselines.baselines")),
-             outputs=(("report", "tfdarts.Report"),), optional_inputs=("baselines",)),
+             outputs=(("report", contract.REPORT_TYPE),), optional_inputs=("baselines",)),
 )
 """Every step in topological order. The five core steps always run; ``baselines``
 only with ``--baselines``."""

@@ -121,7 +121,7 @@ def _link(run_dir: str, name: str, target: str) -> None:
 def _finish(run_dir: str, store_path: str, name: str, started: float) -> None:
     """Links and copies the latest outputs into the run folder and prints where they are."""
     from pipeline import lineage
-    from tfdarts import fileio
+    from tfdarts import contract, fileio
 
     run = lineage.latest_run(store_path, name)
     if run is None:
@@ -132,13 +132,13 @@ def _finish(run_dir: str, store_path: str, name: str, started: float) -> None:
             outputs[key] = art
             _link(run_dir, key, art["uri"])
     report = outputs["report"]["uri"]
-    for name_ in ("results.csv", "results.md"):
+    for name_ in (contract.RESULTS_CSV, contract.RESULTS_MD):
         if os.path.exists(os.path.join(report, name_)):
             shutil.copy2(os.path.join(report, name_), os.path.join(run_dir, name_))
-    fileio.write_json(os.path.join(run_dir, "outputs.json"), run)
+    fileio.write_json(os.path.join(run_dir, contract.OUTPUTS_FILE), run)
     evaluation = outputs["evaluation"]
     props = evaluation["properties"]
-    metrics = fileio.read_json(os.path.join(evaluation["uri"], "metrics.json"))["metrics"]
+    metrics = fileio.read_json(os.path.join(evaluation["uri"], contract.METRICS_FILE))["metrics"]
     states = ", ".join(f"{s['step']} {'cached' if s['state'] == 'CACHED' else s['state'].lower()}"
                        for s in run["steps"])
     elapsed = datetime.timedelta(seconds=int(time.time() - started))

@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tfdarts import analysis, report
+from conftest import REPO
+
+from tfdarts import analysis, contract, report
 from tfdarts.genotype import PRIMITIVES, edge_index, num_edges, parse_alphas
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 K = len(PRIMITIVES)
 NODES = 4
@@ -60,7 +61,7 @@ def write_search(folder, normal, reduce, history_extra=None, genotype=True, floa
     """Writes alphas.npz / history.json / genotype.json as the search code does."""
     os.makedirs(folder, exist_ok=True)
     dtype = np.float32 if float32 else np.float64
-    np.savez(os.path.join(folder, "alphas.npz"), normal=normal.astype(dtype),
+    np.savez(os.path.join(folder, contract.ALPHAS_FILE), normal=normal.astype(dtype),
              reduce=reduce.astype(dtype), primitives=np.array(PRIMITIVES), nodes=np.int64(NODES))
     epochs = []
     for i in range(normal.shape[0]):
@@ -71,10 +72,10 @@ def write_search(folder, normal, reduce, history_extra=None, genotype=True, floa
     history = {"task": {"input_shape": [28, 28, 1], "num_outputs": 10, "kind": "classification",
                         "output_names": []},
                "metric": "accuracy", "epochs": epochs, **(history_extra or {})}
-    with open(os.path.join(folder, "history.json"), "w") as f:
+    with open(os.path.join(folder, contract.HISTORY_FILE), "w") as f:
         json.dump(history, f)
     if genotype:
-        with open(os.path.join(folder, "genotype.json"), "w") as f:
+        with open(os.path.join(folder, contract.GENOTYPE_FILE), "w") as f:
             json.dump(parse_alphas(normal[-1], reduce[-1]).to_dict(), f)
     return folder
 
@@ -335,11 +336,11 @@ def test_build_report_from_saved_folder_without_tensorflow(tmp_path):
     search = write_search(str(run / "search"), skip_dominated(3), one_hot(3))
     retrain = run / "retrain"
     retrain.mkdir()
-    (retrain / "history.json").write_text(json.dumps({"metric": "accuracy", "epochs": [
+    (retrain / contract.HISTORY_FILE).write_text(json.dumps({"metric": "accuracy", "epochs": [
         {"epoch": 1, "train_loss": 1.0, "train_metric": 0.6, "lr": 0.02, "seconds": 3.0},
         {"epoch": 2, "train_loss": 0.5, "train_metric": 0.8, "test_loss": None,
          "test_metric": None, "lr": 0.01, "seconds": 3.0}]}))
-    (tmp_path / "records.json").write_text(json.dumps(RECORDS))
+    (tmp_path / contract.RECORDS_FILE).write_text(json.dumps(RECORDS))
     out = tmp_path / "report"
     script = textwrap.dedent(f"""
         import json, sys
@@ -355,7 +356,7 @@ def test_build_report_from_saved_folder_without_tensorflow(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                           timeout=120, env={**os.environ, "PYTHONPATH": REPO})
     assert proc.returncode == 0, proc.stderr
-    report = out / "report.html"
+    report = out / contract.REPORT_FILE
     assert proc.stdout.strip() == str(report)
     text = report.read_text()
     for heading in ("Summary", "Genotype", "Final alpha weights", "Alpha evolution", "Statistics",
@@ -370,22 +371,22 @@ def test_build_report_from_saved_folder_without_tensorflow(tmp_path):
     for png in pngs:
         assert png.stat().st_size > 0
         _assert_png(str(png))
-    stats = pd.read_csv(out / "stats.csv")
+    stats = pd.read_csv(out / contract.STATS_CSV)
     assert len(stats) == 2 * 3 and list(stats["epoch"].unique()) == [1, 2, 3]
-    summary = json.loads((out / "stats.json").read_text())
+    summary = json.loads((out / contract.STATS_JSON).read_text())
     assert summary["final"][0]["skip_count"] == 8 and any("collapse" in w for w in summary["warnings"])
-    assert len(pd.read_csv(out / "results.csv")) == len(RECORDS)
-    assert (out / "results.md").read_text().count("\n") == 2 + len(RECORDS)
+    assert len(pd.read_csv(out / contract.RESULTS_CSV)) == len(RECORDS)
+    assert (out / contract.RESULTS_MD).read_text().count("\n") == 2 + len(RECORDS)
 
 
 def test_build_report_with_search_files_only(tmp_path):
     search = write_search(str(tmp_path / "search"), one_hot(1), one_hot(1), genotype=False)
-    os.remove(os.path.join(search, "history.json"))
+    os.remove(os.path.join(search, contract.HISTORY_FILE))
     path = report.build_report(str(tmp_path / "out"), search, engine="matplotlib")
     text = open(path).read()
     assert "No warnings" in text and "derived from the last snapshot" in text
     assert "No training history found." in text and "No result records given." in text
-    assert not (tmp_path / "out" / "results.csv").exists()
+    assert not (tmp_path / "out" / contract.RESULTS_CSV).exists()
 
 
 def test_compare_runs(tmp_path):

@@ -11,14 +11,12 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FASHION_DIR, KIRIGAMI_DIR
 
-from tfdarts import data, kirigami, sources
+from tfdarts import contract, data, kirigami, sources
 from tfdarts.config import DataConfig
 from tfdarts.data import DataError
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-FASHION_DIR = os.path.join(SHARED, "fashion-mnist")
-KIRIGAMI_DIR = os.path.join(SHARED, "graphene-kirigami")
 KIRIGAMI_FILE = os.path.join(KIRIGAMI_DIR, kirigami.TABLE_NAME)
 IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
@@ -374,7 +372,7 @@ def test_save_load_round_trip(tmp_path, kiri, fashion_small):
         for key in ("x_train", "y_train", "x_test", "y_test"):
             assert getattr(loaded, key).dtype == getattr(prepared, key).dtype
             assert np.array_equal(getattr(loaded, key), getattr(prepared, key))
-    assert os.path.getsize(tmp_path / "k" / data.ARRAYS_FILE) < kiri.x_train.nbytes / 2  # packed uint8
+    assert os.path.getsize(tmp_path / "k" / contract.ARRAYS_FILE) < kiri.x_train.nbytes / 2  # packed uint8
 
 
 def test_load_prepared_missing_or_corrupt(tmp_path, fashion_small):
@@ -382,11 +380,11 @@ def test_load_prepared_missing_or_corrupt(tmp_path, fashion_small):
         data.load_prepared(str(tmp_path / "nothing"))
     folder = str(tmp_path / "f")
     data.save_prepared(fashion_small, folder)
-    with open(os.path.join(folder, data.ARRAYS_FILE), "r+b") as f:
+    with open(os.path.join(folder, contract.ARRAYS_FILE), "r+b") as f:
         f.truncate(1000)
     with pytest.raises(DataError, match="arrays.npz is corrupt"):
         data.load_prepared(folder)
-    with open(os.path.join(folder, data.SPEC_FILE), "w") as f:
+    with open(os.path.join(folder, contract.SPEC_FILE), "w") as f:
         f.write("{not json")
     with pytest.raises(DataError, match="spec.json is corrupt"):
         data.load_prepared(folder)

@@ -12,8 +12,8 @@ import sys
 from typing import Dict
 
 import pytest
+from conftest import REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKER = os.path.join(REPO, "docker")
 FILES = ("Dockerfile.gpu", "Dockerfile.cpu")
 

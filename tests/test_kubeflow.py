@@ -12,9 +12,10 @@ from typing import Any, Dict, List
 
 import pytest
 import yaml
+from conftest import FASHION_DIR, REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION_DIR = os.path.abspath(os.path.join(REPO, "..", "shared", "data", "fashion-mnist"))
+from tfdarts import contract
+
 IMAGE = "registry.example/tfdarts:test"
 CORE = {"ingest": [], "search": ["ingest"], "retrain": ["ingest", "search"],
         "evaluate": ["ingest", "retrain", "search"],
@@ -137,10 +138,10 @@ def test_compiled_commands_run_the_tiny_pipeline(tmp_path):
         proc = subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=400)
         assert proc.returncode == 0, (name, proc.stderr[-3000:])
         for path in outs.values():
-            assert os.path.isfile(os.path.join(path, "properties.json"))
-    metrics = json.load(open(os.path.join(artifacts["evaluate"]["evaluation"], "metrics.json")))
+            assert os.path.isfile(os.path.join(path, contract.PROPERTIES_FILE))
+    metrics = json.load(open(os.path.join(artifacts["evaluate"]["evaluation"], contract.METRICS_FILE)))
     assert metrics["dataset"] == "fashion_mnist" and 0.0 <= metrics["metrics"]["accuracy"] <= 1.0
-    assert os.path.isfile(os.path.join(artifacts["analyze"]["report"], "report.html"))
-    props = json.load(open(os.path.join(artifacts["search"]["search"], "properties.json")))
-    dataset = json.load(open(os.path.join(artifacts["ingest"]["dataset"], "properties.json")))
+    assert os.path.isfile(os.path.join(artifacts["analyze"]["report"], contract.REPORT_FILE))
+    props = json.load(open(os.path.join(artifacts["search"]["search"], contract.PROPERTIES_FILE)))
+    dataset = json.load(open(os.path.join(artifacts["ingest"]["dataset"], contract.PROPERTIES_FILE)))
     assert props["fingerprint"] == dataset["fingerprint"]

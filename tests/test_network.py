@@ -10,12 +10,13 @@ import pytest
 import tensorflow as tf
 
 from tfdarts import ops, steps
-from tfdarts.baselines import (MODEL_BUILDERS, BasicBlock, ResNet, random_genotype, random_genotypes,
-                               resnet18, tiny_resnet)
+from tfdarts.resnet import RESNETS as MODEL_BUILDERS
+from tfdarts.resnet import BasicBlock, ResNet, resnet18, tiny_resnet
+from tfdarts.sampler import random_genotype, random_genotypes
 from tfdarts.genotype import DARTS_V1, DARTS_V2, NONE, PRIMITIVES, Genotype
 from tfdarts.network import (AuxiliaryHead, Network, NetworkCell, build_network, count_params,
                              drop_path)
-from tfdarts.supernet import reduction_layers
+from tfdarts.space import reduction_layers
 from tfdarts.task import Task
 
 SHAPES = [(28, 28, 1), (32, 32, 3), (30, 80, 1)]

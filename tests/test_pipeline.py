@@ -18,11 +18,10 @@ from typing import Dict, List
 
 import numpy as np
 import pytest
+from conftest import FASHION_DIR, REPO
 
-FASHION_DIR = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                           "fashion-mnist"))
+from tfdarts import contract
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMPONENTS = ("Ingest", "Search", "Retrain", "Evaluate", "Analyze")
 TINY = ["--preset", "tiny", "--dataset", "fashion_mnist", "--override", f"data.data_dir={FASHION_DIR}"]
 
@@ -43,7 +42,7 @@ def _open_store(run_dir: str):
     from ml_metadata.proto import metadata_store_pb2
 
     config = metadata_store_pb2.ConnectionConfig()
-    config.sqlite.filename_uri = os.path.join(run_dir, "metadata.sqlite")
+    config.sqlite.filename_uri = os.path.join(run_dir, contract.METADATA_FILE)
     config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
     return metadata_store.MetadataStore(config)
 
@@ -91,7 +90,7 @@ def test_run_prints_where_outputs_are(run_dir):
     assert json.load(open(paths["metrics"]))["model"] == "darts"
     for link in ("search", "model", "evaluation", "report"):
         assert os.path.islink(os.path.join(folder, link))
-    assert os.path.isfile(os.path.join(folder, "results.csv"))
+    assert os.path.isfile(os.path.join(folder, contract.RESULTS_CSV))
     # progress: per-epoch lines with loss, metric, lr and time left
     epoch_lines = [line for line in proc.stderr.splitlines() if "epoch 1/1 done" in line]
     assert any(line.split()[1] == "search" for line in epoch_lines), proc.stderr[-2000:]
@@ -122,21 +121,21 @@ def test_artifact_chain_and_properties(run_dir):
 
     types = {t.id: t.name for t in store.get_artifact_types()}
     arts = {a.id: a for a in store.get_artifacts()}
-    expected = {"Ingest": ("dataset", "tfdarts.Dataset"), "Search": ("search", "tfdarts.SearchResult"),
-                "Retrain": ("model", "tfdarts.Model"), "Evaluate": ("evaluation", "tfdarts.Evaluation"),
-                "Analyze": ("report", "tfdarts.Report")}
+    expected = {"Ingest": ("dataset", contract.DATASET_TYPE), "Search": ("search", contract.SEARCH_RESULT_TYPE),
+                "Retrain": ("model", contract.MODEL_TYPE), "Evaluate": ("evaluation", contract.EVALUATION_TYPE),
+                "Analyze": ("report", contract.REPORT_TYPE)}
     for component, (key, type_name) in expected.items():
         assert types[arts[out[component][key]].type_id] == type_name
 
     dataset = arts[out["Ingest"]["dataset"]]
-    spec = json.load(open(os.path.join(dataset.uri, "spec.json")))
+    spec = json.load(open(os.path.join(dataset.uri, contract.SPEC_FILE)))
     assert dataset.custom_properties["fingerprint"].string_value == spec["fingerprint"]
     assert dataset.custom_properties["num_train"].int_value == 512
     search = arts[out["Search"]["search"]]
-    genotype = json.load(open(os.path.join(search.uri, "genotype.json")))
+    genotype = json.load(open(os.path.join(search.uri, contract.GENOTYPE_FILE)))
     assert json.loads(search.custom_properties["genotype"].string_value) == genotype
     evaluation = arts[out["Evaluate"]["evaluation"]]
-    metrics = json.load(open(os.path.join(evaluation.uri, "metrics.json")))
+    metrics = json.load(open(os.path.join(evaluation.uri, contract.METRICS_FILE)))
     # ML Metadata's SQLite backend keeps doubles to 6 significant digits; the JSON
     # "metrics" property is exact
     assert evaluation.custom_properties["accuracy"].double_value == pytest.approx(
@@ -156,13 +155,13 @@ def test_saved_model_serves_real_test_images(run_dir):
 
     folder = run_dir[0]
     data = load_prepared(os.path.realpath(os.path.join(folder, "dataset")))
-    model = tf.saved_model.load(os.path.join(folder, "evaluation", "saved_model"))
+    model = tf.saved_model.load(os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR))
     serve = model.signatures["serving_default"]
     out = serve(inputs=tf.constant(data.x_test.astype(np.float32)))
     probs, classes = out["probabilities"].numpy(), out["classes"].numpy()
     assert probs.shape == (256, 10)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
-    metrics = json.load(open(os.path.join(folder, "evaluation", "metrics.json")))["metrics"]
+    metrics = json.load(open(os.path.join(folder, "evaluation", contract.METRICS_FILE)))["metrics"]
     assert np.mean(classes == data.y_test) == pytest.approx(metrics["accuracy"], abs=1e-6)
 
 
@@ -180,14 +179,14 @@ def test_second_run_is_all_cached(run_dir):
 
 def test_lineage_names_dataset_fingerprint(run_dir):
     folder = run_dir[0]
-    fingerprint = json.load(open(os.path.join(folder, "dataset", "spec.json")))["fingerprint"]
-    for target in (os.path.join(folder, "evaluation", "saved_model"),
-                   os.path.join(folder, "search", "genotype.json"), folder):
+    fingerprint = json.load(open(os.path.join(folder, "dataset", contract.SPEC_FILE)))["fingerprint"]
+    for target in (os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR),
+                   os.path.join(folder, "search", contract.GENOTYPE_FILE), folder):
         proc = _run(["-m", "pipeline.lineage", target], timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert fingerprint in proc.stdout
         assert "search " in proc.stdout and "config " in proc.stdout
-    saved = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", "saved_model")]).stdout
+    saved = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR)]).stdout
     for step in ("ingest", "search", "retrain", "evaluate"):
         assert f"\n{step} " in saved
     assert "accuracy" in saved and "genotype normal" in saved
@@ -258,5 +257,5 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
     assert [(e["component"], e["state"]) for e in executions[2:]] == [
         ("Ingest", "CACHED"), ("Search", "COMPLETE"), ("Retrain", "COMPLETE"),
         ("Evaluate", "COMPLETE"), ("Analyze", "COMPLETE")]
-    history = json.load(open(os.path.join(folder, "search", "history.json")))
+    history = json.load(open(os.path.join(folder, "search", contract.HISTORY_FILE)))
     assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]

@@ -8,10 +8,11 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FASHION_DIR
 
 from tfdarts import config as C
 from tfdarts import data as D
-from tfdarts import evaluation, trainer
+from tfdarts import baselines, contract, evaluation, export, network, trainer
 from tfdarts.genotype import DARTS_V2
 from tfdarts.network import Network
 from tfdarts.task import Task
@@ -22,8 +23,7 @@ TINY = ["retrain.cells=3", "retrain.channels=8", "retrain.batch_size=32", "runti
 
 @pytest.fixture(scope="module")
 def fashion_small():
-    cfg = C.DataConfig(data_dir=os.path.join(os.path.dirname(__file__), "..", "..", "shared",
-                                             "data", "fashion-mnist"), max_train=384, max_test=128)
+    cfg = C.DataConfig(data_dir=FASHION_DIR, max_train=384, max_test=128)
     return D.prepare(cfg)
 
 
@@ -31,7 +31,7 @@ def fashion_small():
 def retrained(fashion_small, tmp_path_factory):
     cfg = C.load_config(overrides=TINY + ["retrain.epochs=3"])
     out = str(tmp_path_factory.mktemp("retrain"))
-    result = trainer.retrain(cfg, fashion_small, DARTS_V2, os.path.join(out, "train"))
+    result = trainer.retrain(cfg, fashion_small, network.model_fn(fashion_small.spec.task, DARTS_V2, cfg.retrain), os.path.join(out, "train"))
     record = evaluation.evaluate_and_export(cfg, fashion_small, os.path.join(out, "train"),
                                             os.path.join(out, "eval"))
     return cfg, out, result, record
@@ -43,7 +43,7 @@ def test_retrain_lowers_loss_and_records_history(retrained):
     assert losses[-1] < losses[0]
     assert [r["drop_path"] for r in result.history] == pytest.approx([0.0, 0.2 / 3, 0.4 / 3])
     assert all("test_metric" in r for r in result.history)
-    saved = json.load(open(os.path.join(out, "train", trainer.HISTORY_FILE)))
+    saved = json.load(open(os.path.join(out, "train", contract.HISTORY_FILE)))
     assert saved["genotype"] == DARTS_V2.to_dict() and len(saved["epochs"]) == 3
 
 
@@ -53,19 +53,19 @@ def test_record_and_files(retrained, fashion_small):
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0 and "top5" in record["metrics"]
     assert record["params"] > 0 and record["train_seconds"] > 0
     assert record["fingerprint"] == fashion_small.spec.fingerprint
-    cm = json.load(open(os.path.join(out, "eval", evaluation.CONFUSION_FILE)))["matrix"]
+    cm = json.load(open(os.path.join(out, "eval", contract.CONFUSION_FILE)))["matrix"]
     assert np.sum(cm) == len(fashion_small.y_test)
     assert np.trace(cm) == round(record["metrics"]["accuracy"] * len(fashion_small.y_test))
-    for name in ("metrics.json", "model.keras", "genotype.json", "saved_model/saved_model.pb",
+    for name in (contract.METRICS_FILE, contract.MODEL_FILE, contract.GENOTYPE_FILE, "saved_model/saved_model.pb",
                  "saved_model/genotype.json", "saved_model/spec.json"):
         assert os.path.exists(os.path.join(out, "eval", name)), name
 
 
 RELOAD = """
 import json, sys, numpy as np
-from tfdarts import data as D, evaluation
+from tfdarts import data as D, export
 data = D.load_prepared(sys.argv[1])
-p = evaluation.Predictor(sys.argv[2])
+p = export.Predictor(sys.argv[2])
 probs = p(data.x_test)["probabilities"]
 np.save(sys.argv[3], probs)
 """
@@ -75,7 +75,7 @@ def test_saved_model_round_trip_in_fresh_process(retrained, fashion_small, tmp_p
     _, out, result, record = retrained
     D.save_prepared(fashion_small, str(tmp_path / "data"))
     subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "data"),
-                    os.path.join(out, "eval", evaluation.SAVED_MODEL_DIR), str(tmp_path / "p.npy")],
+                    os.path.join(out, "eval", contract.SAVED_MODEL_DIR), str(tmp_path / "p.npy")],
                    check=True)
     probs = np.load(tmp_path / "p.npy")
     x = D.normalize_inputs(tf.constant(fashion_small.x_test), fashion_small.spec)
@@ -87,7 +87,7 @@ def test_saved_model_round_trip_in_fresh_process(retrained, fashion_small, tmp_p
 
 def test_predictor_rejects_wrong_shape(retrained):
     _, out, _, _ = retrained
-    predictor = evaluation.Predictor(os.path.join(out, "eval", evaluation.SAVED_MODEL_DIR))
+    predictor = export.Predictor(os.path.join(out, "eval", contract.SAVED_MODEL_DIR))
     with pytest.raises(ValueError, match=r"expected inputs of shape \(N, 28, 28, 1\)"):
         predictor(np.zeros((2, 32, 32, 3)))
 
@@ -104,11 +104,11 @@ def test_retrain_resumes_after_interruption(fashion_small, tmp_path, monkeypatch
 
     monkeypatch.setattr(trainer._TestCurve, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        trainer.retrain(cfg, fashion_small, DARTS_V2, out)
+        trainer.retrain(cfg, fashion_small, network.model_fn(fashion_small.spec.task, DARTS_V2, cfg.retrain), out)
     monkeypatch.setattr(trainer._TestCurve, "__call__", real)
-    result = trainer.retrain(cfg, fashion_small, DARTS_V2, out)
+    result = trainer.retrain(cfg, fashion_small, network.model_fn(fashion_small.spec.task, DARTS_V2, cfg.retrain), out)
     assert [r["epoch"] for r in result.history] == [1, 2]
-    assert os.path.exists(os.path.join(out, trainer.MODEL_FILE))
+    assert os.path.exists(os.path.join(out, contract.MODEL_FILE))
 
 
 def _one_step(strategy):
@@ -136,9 +136,9 @@ def test_baselines_share_the_record_format(fashion_small, tmp_path):
     cfg = C.load_config(overrides=TINY + ["retrain.epochs=1", "retrain.eval_every=0",
                                           "baselines.random_samples=2", "baselines.random_epochs=1",
                                           "baselines.include=random,tiny_resnet,darts_v2"])
-    records = evaluation.run_baselines(cfg, fashion_small, str(tmp_path))
+    records = baselines.run_baselines(cfg, fashion_small, str(tmp_path))
     assert [r["model"] for r in records] == ["random_best", "tiny_resnet", "darts_v2"]
     for r in records:
         assert set(r) >= {"model", "params", "train_seconds", "metrics", "seed", "dataset"}
         assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
-    assert os.path.exists(tmp_path / "random" / "search" / "best_genotype.json")
+    assert os.path.exists(tmp_path / "random" / "search" / contract.BEST_GENOTYPE_FILE)

@@ -7,10 +7,11 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import FASHION_DIR
 
 from tfdarts import config as C
 from tfdarts import data as D
-from tfdarts import trainer
+from tfdarts import contract, trainer
 from tfdarts.genotype import Genotype
 from tfdarts.task import Task
 
@@ -60,8 +61,7 @@ def test_two_replicas_match_one(order, two_replicas):
 @pytest.fixture(scope="module")
 def fashion_small():
     cfg = C.DataConfig(name="fashion_mnist",
-                       data_dir=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data",
-                                             "fashion-mnist"),
+                       data_dir=FASHION_DIR,
                        max_train=320, max_test=64)
     return D.prepare(cfg)
 
@@ -84,15 +84,15 @@ def test_search_moves_alphas_and_resumes(fashion_small, tmp_path, monkeypatch, c
     monkeypatch.setattr(trainer.AlphaRecorder, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         trainer.search(cfg, fashion_small, out)
-    first = json.load(open(os.path.join(out, trainer.HISTORY_FILE)))["epochs"]
+    first = json.load(open(os.path.join(out, contract.HISTORY_FILE)))["epochs"]
     assert [r["epoch"] for r in first] == [1]
-    assert os.listdir(os.path.join(out, trainer.CHECKPOINT_DIR))
+    assert os.listdir(os.path.join(out, contract.CHECKPOINT_DIR))
 
     monkeypatch.setattr(trainer.AlphaRecorder, "__call__", real_call)
     with caplog.at_level(logging.INFO, logger="tfdarts"):
         result = trainer.search(cfg, fashion_small, out)
     assert "resuming" in caplog.text and "after epoch 1/2" in caplog.text
-    history = json.load(open(os.path.join(out, trainer.HISTORY_FILE)))
+    history = json.load(open(os.path.join(out, contract.HISTORY_FILE)))
     assert [r["epoch"] for r in history["epochs"]] == [1, 2]
     assert history["epochs"][0] == first[0]
     assert history["fingerprint"] == fashion_small.spec.fingerprint
@@ -100,14 +100,14 @@ def test_search_moves_alphas_and_resumes(fashion_small, tmp_path, monkeypatch, c
         assert np.isfinite(r["train_loss"]) and 0 <= r["val_metric"] <= 1
         Genotype.from_dict(r["genotype"])
 
-    with np.load(os.path.join(out, trainer.ALPHAS_FILE)) as f:
+    with np.load(os.path.join(out, contract.ALPHAS_FILE)) as f:
         normal, reduce = f["normal"], f["reduce"]
         assert normal.shape == (2, 5, 8) and reduce.shape == (2, 5, 8)
         assert list(f["primitives"]) == list(C.SearchConfig().primitives)
     uniform = 1.0 / 8
     assert np.abs(normal[-1] - uniform).max() > 1e-3  # alphas left their 1e-3 init
     assert not np.allclose(normal[0], normal[1])  # and kept moving in epoch 2
-    assert Genotype.load(os.path.join(out, trainer.GENOTYPE_FILE)) == result.genotype
+    assert Genotype.load(os.path.join(out, contract.GENOTYPE_FILE)) == result.genotype
     assert result.params > 0 and result.seconds > 0
 
 

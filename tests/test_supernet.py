@@ -1,13 +1,12 @@
 """Supernet: mixed op semantics, variable ownership, sizing from the task."""
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdarts import ops
 from tfdarts.genotype import PRIMITIVES, num_edges
-from tfdarts.supernet import MixedOp, SearchNetwork, reduction_layers
+from tfdarts.space import reduction_layers
+from tfdarts.supernet import MixedOp, SearchNetwork
 from tfdarts.task import Task
 
 

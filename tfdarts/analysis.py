@@ -27,14 +27,9 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from tfdarts.fileio import atomic_open, read_json
-from tfdarts.genotype import (NONE, PARAMETER_FREE, PRIMITIVES, Gene, Genotype, edge_index,
-                              num_edges, parse_alphas)
-
-SKIP = "skip_connect"
-"""Name of the identity op whose dominance signals collapse."""
-
-PARAM_FREE_OPS: Tuple[str, ...] = tuple(op for op in PARAMETER_FREE if op != NONE)
-"""Parameter-free ops that can be chosen (``none`` never is)."""
+from tfdarts import contract, space
+from tfdarts.genotype import NONE, Gene, Genotype, edge_index, num_edges, parse_alphas
+from tfdarts.space import SKIP
 
 # --- diagnostic thresholds ---------------------------------------------------------------
 COLLAPSE_SKIP_SHARE = 0.5
@@ -68,6 +63,11 @@ PROB_SUM_ATOL = 1e-3
 
 MAX_PANELS = 12
 """Maximum number of epoch panels in the alpha-evolution figure."""
+
+NOISE_MARGIN_FRACTION = 0.1
+"""A chosen op is a guess, not a choice, when it beats the runner-up on its edge by less
+than this fraction of the uniform weight ``1 / K`` (0.0125 with the paper's 8 ops): a
+margin the 1e-3 initialisation noise and a few steps of minibatch noise produce."""
 
 CELL_TYPES: Tuple[str, ...] = ("normal", "reduce")
 
@@ -142,7 +142,7 @@ def read_history(folder: Optional[str]) -> Optional[Dict[str, Any]]:
     """Reads ``<folder>/history.json``; None when `folder` is None or the file is absent."""
     if not folder:
         return None
-    path = os.path.join(folder, "history.json")
+    path = os.path.join(folder, contract.HISTORY_FILE)
     if not os.path.exists(path):
         return None
     data = read_json(path)
@@ -209,8 +209,8 @@ def load_search(folder: str) -> SearchRun:
     Returns:
         A `SearchRun`.
     """
-    normal, reduce, primitives, nodes = load_alphas(os.path.join(folder, "alphas.npz"))
-    genotype_path = os.path.join(folder, "genotype.json")
+    normal, reduce, primitives, nodes = load_alphas(os.path.join(folder, contract.ALPHAS_FILE))
+    genotype_path = os.path.join(folder, contract.GENOTYPE_FILE)
     genotype = Genotype.load(genotype_path) if os.path.exists(genotype_path) else None
     return SearchRun(folder, normal, reduce, primitives, nodes, read_history(folder), genotype)
 
@@ -301,6 +301,40 @@ def op_margins(probs: Any, primitives: Sequence[str]) -> np.ndarray:
     return q[..., -1] - q[..., -2]
 
 
+def noise_margin(k: int) -> float:
+    """The margin below which a chosen op counts as guessed, for `k` candidate ops."""
+    return NOISE_MARGIN_FRACTION / max(k, 1)
+
+
+def choice_confidence(probs: Any, primitives: Sequence[str], nodes: int) -> List[Dict[str, Any]]:
+    """How clearly each chosen edge of one cell won its op.
+
+    Args:
+        probs: ``(edges, K)`` softmaxed weights of one cell.
+        primitives: ``(K,)`` op names.
+        nodes: Intermediate nodes.
+
+    Returns:
+        One dict per chosen edge (the `cell_gene` order): ``edge`` label, ``op``,
+        ``weight``, ``runner_up``, ``runner_up_weight``, ``margin`` and ``guessed``
+        (margin below `noise_margin`).
+    """
+    p = _as_probs(probs)
+    choosable = [k for k in range(len(primitives)) if _choosable(primitives)[k]]
+    threshold = noise_margin(len(primitives))
+    out = []
+    for pos, (op, src) in enumerate(cell_gene(p, primitives, nodes)):
+        row = p[edge_index(pos // 2, src)]
+        ranked = sorted(choosable, key=lambda k: -row[k])
+        second = ranked[1] if len(ranked) > 1 else None
+        runner = float(row[second]) if second is not None else 0.0
+        margin = float(row[ranked[0]]) - runner
+        out.append({"edge": f"{source_label(src)}->{pos // 2}", "op": op, "weight": float(row[ranked[0]]),
+                    "runner_up": primitives[second] if second is not None else "",
+                    "runner_up_weight": runner, "margin": margin, "guessed": margin < threshold})
+    return out
+
+
 def cell_gene(probs: Any, primitives: Sequence[str], nodes: int) -> Gene:
     """Discrete cell of one cell type, by `genotype.parse_alphas`'s rule.
 
@@ -352,7 +386,8 @@ def cell_stats(probs: Any, primitives: Sequence[str], nodes: int) -> Dict[str, A
         ``max_weight_mean``, ``margin_mean``, ``skip_weight_mean`` and ``none_weight_mean``
         (mean over edges), ``skip_top_edges`` (edges whose strongest non-none op is
         skip_connect), ``gene`` (the chosen cell), ``skip_count`` and
-        ``param_free_share`` (among the chosen ops).
+        ``param_free_share`` (among the chosen ops), ``chosen_margin_mean`` and
+        ``guessed_share`` (share of chosen ops within `noise_margin` of the runner-up).
     """
     p = _as_probs(probs)
     if p.shape != (num_edges(nodes), len(primitives)):
@@ -363,6 +398,7 @@ def cell_stats(probs: Any, primitives: Sequence[str], nodes: int) -> Dict[str, A
     skip, none = _column(primitives, SKIP), _column(primitives, NONE)
     gene = cell_gene(p, primitives, nodes)
     chosen = [op for op, _ in gene]
+    confidence = choice_confidence(p, primitives, nodes)
     return {
         "entropy_mean": float(ent.mean()),
         "entropy_min": float(ent.min()),
@@ -375,7 +411,9 @@ def cell_stats(probs: Any, primitives: Sequence[str], nodes: int) -> Dict[str, A
         "skip_top_edges": (int((strongest_ops(p, primitives) == skip).sum())
                            if skip is not None else 0),
         "skip_count": chosen.count(SKIP),
-        "param_free_share": sum(op in PARAM_FREE_OPS for op in chosen) / len(chosen),
+        "param_free_share": sum(space.is_parameter_free(op) for op in chosen) / len(chosen),
+        "chosen_margin_mean": float(np.mean([c["margin"] for c in confidence])),
+        "guessed_share": sum(c["guessed"] for c in confidence) / len(confidence),
         "gene": gene,
     }
 
@@ -579,12 +617,8 @@ def save_figure(fig: Any, path_stem: str, formats: Sequence[str] = ("png", "svg"
     return paths
 
 
-def _op_colors(ops: Iterable[str]) -> Dict[str, Any]:
-    from matplotlib import colormaps
-
-    cmap = colormaps["tab10"]
-    order = list(PRIMITIVES) + [op for op in ops if op not in PRIMITIVES]
-    return {op: cmap(order.index(op) % 10) for op in order}
+def _op_colors(ops: Iterable[str]) -> Dict[str, str]:
+    return {op: space.colour(op) for op in set(ops) | set(space.known_ops())}
 
 
 def cell_dot_source(gene: Gene, concat: Sequence[int], title: str = "") -> str:
@@ -1007,7 +1041,7 @@ def find_search_dir(run_dir: str) -> str:
     """The search folder of a run: `run_dir` itself when it holds ``alphas.npz``, else
     ``<run_dir>/search``."""
     for folder in (run_dir, os.path.join(run_dir, "search")):
-        if os.path.exists(os.path.join(folder, "alphas.npz")):
+        if os.path.exists(os.path.join(folder, contract.ALPHAS_FILE)):
             return folder
     raise FileNotFoundError(f"no alphas.npz in {run_dir} or {os.path.join(run_dir, 'search')}")
 
@@ -1017,7 +1051,7 @@ def _darts_results(run_dir: str, search_dir: str) -> Dict[str, Any]:
     import pandas as pd
 
     for folder in dict.fromkeys([run_dir, os.path.dirname(os.path.abspath(search_dir))]):
-        path = os.path.join(folder, "results.csv")
+        path = os.path.join(folder, contract.RESULTS_CSV)
         if not os.path.exists(path):
             continue
         df = pd.read_csv(path)
@@ -1070,12 +1104,12 @@ def compare_runs(run_dirs: Sequence[str]) -> Any:
 
 
 __all__ = [
-    "SKIP", "PARAM_FREE_OPS", "COLLAPSE_SKIP_SHARE", "COLLAPSE_TOP_EDGE_SHARE",
+    "SKIP", "COLLAPSE_SKIP_SHARE", "COLLAPSE_TOP_EDGE_SHARE",
     "COLLAPSE_TREND_EPOCHS", "COLLAPSE_MIN_RISE", "PARAM_FREE_WARN_SHARE",
     "UNIFORM_ENTROPY_RTOL", "UNIFORM_MAX_WEIGHT_RTOL", "PROB_SUM_ATOL", "MAX_PANELS",
     "SearchRun", "load_search", "load_alphas", "read_history", "run_name",
     "edge_entropy", "uniform_entropy", "op_margins", "strongest_ops", "cell_gene", "cell_stats",
-    "epoch_stats", "finite_epochs", "diagnose", "diagnose_cell", "format_gene", "edge_labels",
+    "epoch_stats", "finite_epochs", "noise_margin", "choice_confidence", "NOISE_MARGIN_FRACTION", "diagnose", "diagnose_cell", "format_gene", "edge_labels",
     "source_label", "plot_cell", "cell_dot_source", "plot_alpha_heatmap", "plot_alpha_evolution",
     "plot_op_trends", "plot_learning_curves", "select_epochs", "save_figure", "results_table",
     "format_value", "to_markdown", "save_table", "compare_runs", "find_search_dir",

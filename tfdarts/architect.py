@@ -10,6 +10,11 @@ Under a strategy every loss is averaged over the global batch, so each term is a
 sum of per-replica shares. ``w'`` and ``v`` must be global before they are used
 (one flat collective each); the final ``d_alpha - xi * H v`` is linear in the
 shares, so each replica returns its own and `steps.apply_update` sums them.
+
+Beta-Decay regularisation (Ye et al., beta-DARTS, CVPR 2022), in either order:
+the alpha loss adds ``lambda_t * mean over edges of logsumexp(alpha_edge)`` (the
+edges of both cell types), whose gradient is ``lambda_t * softmax(alpha) / edges``;
+``lambda_t`` is set each epoch by the search schedule.
 """
 
 from __future__ import annotations
@@ -34,16 +39,53 @@ class Architect:
             optimizer's learning rate (xi), momentum buffers and weight decay.
     """
 
-    def __init__(self, model: keras.Model, order: int, weight_rule: steps.UpdateRule) -> None:
+    def __init__(self, model: keras.Model, order: int, weight_rule: steps.UpdateRule,
+                 regularise: bool = False) -> None:
         if order not in (1, 2):
             raise ValueError(f"architect order must be 1 or 2, got {order}")
         self.model, self.order, self.weight_rule = model, order, weight_rule
+        self.beta_decay = (tf.Variable(0.0, trainable=False, name="beta_decay",
+                                       aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+                           if regularise else None)
+
+    def set_regularisation(self, value: float) -> None:
+        """Sets ``lambda_t`` of the Beta-Decay term (needs ``regularise=True``)."""
+        self.beta_decay.assign(value)
 
     def gradient_fn(self, train_batch: steps.Batch) -> steps.GradientFn:
         """A `GradientFn` for the alpha step on a validation batch."""
         if self.order == 1:
-            return steps.plain_gradients(self.model, self.model.arch_variables)
-        return lambda val_batch: self.unrolled_gradients(val_batch, train_batch)
+            fn = steps.plain_gradients(self.model, self.model.arch_variables)
+        else:
+            fn = lambda val_batch: self.unrolled_gradients(val_batch, train_batch)  # noqa: E731
+        if self.beta_decay is None:
+            return fn
+        return lambda val_batch: self._regularised(*fn(val_batch))
+
+    def _regularised(self, stats, grads: List[tf.Tensor]):
+        """Adds the Beta-Decay gradient to the alpha gradients, on the first replica only.
+
+        Added once (not shared), the cross-replica sum of `apply_update`
+        contains it exactly once for any replica count.
+        """
+        first = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group == 0, tf.float32)
+        extra = self.regulariser_gradients()
+        return stats, [g + first * e for g, e in zip(grads, extra)]
+
+    def regulariser(self) -> tf.Tensor:
+        """``lambda_t * mean over all edges of logsumexp(alpha_edge)`` (scalar)."""
+        alphas = [a.value for a in self.model.alpha_variables]
+        edges = sum(int(a.shape[0]) for a in alphas)
+        total = tf.add_n([tf.reduce_sum(tf.reduce_logsumexp(a, axis=-1)) for a in alphas])
+        return tf.convert_to_tensor(self.beta_decay) * total / edges
+
+    def regulariser_gradients(self) -> List[tf.Tensor]:
+        """Gradient of `regulariser` w.r.t. each architecture variable (zeros for edge betas)."""
+        arch = [v.value for v in self.model.arch_variables]
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(arch)
+            value = self.regulariser()
+        return tape.gradient(value, arch, unconnected_gradients=tf.UnconnectedGradients.ZERO)
 
     def unrolled_gradients(self, val_batch: steps.Batch, train_batch: steps.Batch):
         """Second-order alpha gradient, this replica's share.

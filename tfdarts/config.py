@@ -13,7 +13,12 @@ from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
-from tfdarts.genotype import PRIMITIVES
+from tfdarts import space
+from tfdarts.contract import KNOWN_DATASETS
+from tfdarts.space import PRIMITIVES
+
+SPLITS: Tuple[str, ...] = ("random", "grouped")
+AUGMENTS: Tuple[str, ...] = ("auto", "none", "crop_flip")
 
 
 class ConfigError(ValueError):
@@ -60,6 +65,18 @@ class SearchConfig:
     alpha_beta2: float = 0.999
     alpha_weight_decay: float = 1e-3
     seed: int = 2
+    # --- remedies for collapse and for searches that do not move (all off = the paper) ---
+    beta_decay: float = 0.0  # beta-DARTS: alpha loss + lambda_t * mean_edges logsumexp(alpha), lambda_t 0 -> this
+    aux_skip: float = 0.0  # DARTS-: weight of an auxiliary skip on every edge, decayed linearly to 0
+    partial_channels: int = 1  # PC-DARTS: 1/K of the channels through the mixed op, edge normalisation
+    warmup_epochs: int = 0  # train the weights only for this many epochs before the alphas move
+    max_skips: int = -1  # P-DARTS: at most this many skip_connect in the derived normal cell (-1 = any)
+    eigen_batches: int = 1  # validation batches for the alpha-Hessian eigenvalue each epoch (0 = off)
+    eigen_iters: int = 8  # power iterations for that eigenvalue
+    early_stop: str = "none"  # "eigen": R-DARTS rule on the eigenvalue trace
+    early_stop_window: int = 2  # epochs averaged on each side of the R-DARTS comparison
+    early_stop_factor: float = 1.3  # stop when the windowed mean rises by more than this factor
+    early_stop_min_epoch: int = 4  # never stop before this epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,27 +267,73 @@ def load_config(paths: Sequence[str] = (), overrides: Iterable[str] = (),
 
 
 def validate(config: Config) -> None:
-    """Checks value ranges that types alone cannot express."""
+    """Checks value ranges that types alone cannot express.
+
+    Raises:
+        ConfigError: The first problem, naming ``section.key`` and the allowed values.
+    """
+    validate_data(config.data)
     s, r = config.search, config.retrain
-    checks = [
+    _raise_first([
         (s.order in (1, 2), f"search.order must be 1 or 2, got {s.order}"),
         (s.cells >= 1 and r.cells >= 1, "cells must be >= 1"),
         (s.channels >= 1 and r.channels >= 1, "channels must be >= 1"),
         (s.nodes >= 1, "search.nodes must be >= 1"),
         (s.batch_size >= 1 and r.batch_size >= 1, "batch_size must be >= 1"),
         (s.epochs >= 1 and r.epochs >= 1, "epochs must be >= 1"),
-        (any(p != "none" for p in s.primitives), "search.primitives needs an op besides none"),
-        (len(set(s.primitives)) == len(s.primitives), "search.primitives has duplicates"),
-        (config.data.split in ("random", "grouped"), "data.split must be random or grouped"),
-        (0.0 < config.data.test_fraction < 1.0, "data.test_fraction must be in (0, 1)"),
-        (config.data.augment in ("auto", "none", "crop_flip"), "data.augment must be auto, none or crop_flip"),
-    ]
+    ])
+    _validate_remedies(s)
+    try:
+        space.check_primitives(s.primitives)
+    except ValueError as err:
+        raise ConfigError(f"search.primitives: {err}") from None
+
+
+EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
+
+
+def _validate_remedies(s: SearchConfig) -> None:
+    _raise_first([
+        (s.beta_decay >= 0.0, f"search.beta_decay={s.beta_decay}; use a value >= 0 (0 = off)"),
+        (s.aux_skip >= 0.0, f"search.aux_skip={s.aux_skip}; use a value >= 0 (0 = off)"),
+        (s.partial_channels >= 1, f"search.partial_channels={s.partial_channels}; use 1 (off) or more"),
+        (s.channels % s.partial_channels == 0,
+         f"search.partial_channels={s.partial_channels} must divide search.channels={s.channels}"),
+        (0 <= s.warmup_epochs < s.epochs,
+         f"search.warmup_epochs={s.warmup_epochs}; use 0 .. search.epochs - 1 ({s.epochs - 1})"),
+        (s.max_skips >= -1, f"search.max_skips={s.max_skips}; use -1 (no limit) or a count >= 0"),
+        (s.eigen_batches >= 0, f"search.eigen_batches={s.eigen_batches}; use 0 (off) or more"),
+        (s.eigen_iters >= 1, f"search.eigen_iters={s.eigen_iters}; use 1 or more"),
+        (s.early_stop in EARLY_STOPS, f"search.early_stop={s.early_stop!r}; use {' or '.join(EARLY_STOPS)}"),
+        (s.early_stop != "eigen" or s.eigen_batches > 0,
+         "search.early_stop=eigen needs search.eigen_batches >= 1"),
+        (s.early_stop_window >= 1, f"search.early_stop_window={s.early_stop_window}; use 1 or more"),
+        (s.early_stop_factor > 1.0, f"search.early_stop_factor={s.early_stop_factor}; use a value > 1"),
+        (s.early_stop_min_epoch >= 2 * s.early_stop_window,
+         f"search.early_stop_min_epoch={s.early_stop_min_epoch}; use at least 2 * "
+         f"search.early_stop_window ({2 * s.early_stop_window})"),
+    ])
+
+
+def validate_data(cfg: DataConfig) -> None:
+    """Checks the data settings (the one place they are validated).
+
+    Raises:
+        ConfigError: The first problem, naming ``data.key`` and the allowed values.
+    """
+    _raise_first([
+        (bool(cfg.name), "data.name is empty; use one of " + ", ".join(KNOWN_DATASETS)),
+        (cfg.split in SPLITS, f"data.split={cfg.split!r}; use {' or '.join(SPLITS)}"),
+        (0.0 < cfg.test_fraction < 1.0, f"data.test_fraction={cfg.test_fraction}; use a value in (0, 1)"),
+        (cfg.max_train >= 0 and cfg.max_test >= 0, "data.max_train/max_test must be >= 0 (0 = all)"),
+        (cfg.augment in AUGMENTS, f"data.augment={cfg.augment!r}; use {', '.join(AUGMENTS)}"),
+    ])
+
+
+def _raise_first(checks: Sequence[Tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
-    unknown = [p for p in s.primitives if p not in PRIMITIVES]
-    if unknown:
-        raise ConfigError(f"search.primitives: unknown ops {unknown}; known ops: {', '.join(PRIMITIVES)}")
 
 
 def from_dict(data: Mapping[str, Any]) -> Config:

@@ -40,23 +40,19 @@ import numpy as np
 import tensorflow as tf
 
 from tfdarts import kirigami, sources
-from tfdarts.config import DataConfig
+from tfdarts.config import DataConfig, validate_data
+from tfdarts.contract import ARRAYS_FILE, KNOWN_DATASETS, SPEC_FILE, TFDS_DATASETS
 from tfdarts.fileio import atomic_open, write_json
 from tfdarts.sources import DataError
 from tfdarts.task import CLASSIFICATION, REGRESSION, Task
 
 __all__ = ["DataError", "KNOWN_DATASETS", "DataSpec", "PreparedData", "prepare", "save_prepared",
            "load_prepared", "normalize_inputs", "standardize_targets", "destandardize_targets",
-           "search_split", "search_datasets", "train_dataset", "eval_dataset"]
+           "search_split", "search_datasets", "probe_dataset", "train_dataset", "eval_dataset"]
 
 log = logging.getLogger(__name__)
 
-TFDS_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn_cropped")
-KNOWN_DATASETS: Tuple[str, ...] = TFDS_DATASETS + ("graphene_kirigami", "idx", "npz")
-AUGMENTS = ("crop_flip", "none")
 CROP_PAD = 4
-SPEC_FILE = "spec.json"
-ARRAYS_FILE = "arrays.npz"
 _NATURAL_IMAGES = ("cifar10", "cifar100")
 _ARRAY_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -151,27 +147,13 @@ def prepare(cfg: DataConfig) -> PreparedData:
     Raises:
         DataError: Unknown dataset, unreadable/corrupt files, bad settings.
     """
-    _check_config(cfg)
+    validate_data(cfg)
     raw = _load_source(cfg)
     arrays, split = _split(raw, cfg)
     arrays = _limit(arrays, cfg)
     task = _make_task(raw, arrays)
     spec = _make_spec(cfg, raw, task, arrays, split)
     return PreparedData(spec, *arrays)
-
-
-def _check_config(cfg: DataConfig) -> None:
-    """Validates the settings that `prepare` depends on."""
-    checks = [
-        (cfg.split in ("random", "grouped"), f"data.split={cfg.split!r}; use random or grouped"),
-        (0.0 < cfg.test_fraction < 1.0, f"data.test_fraction={cfg.test_fraction}; use a value in (0, 1)"),
-        (cfg.max_train >= 0 and cfg.max_test >= 0, "data.max_train/max_test must be >= 0 (0 = all)"),
-        (cfg.augment in ("auto",) + AUGMENTS, f"data.augment={cfg.augment!r}; use auto, none or crop_flip"),
-        (bool(cfg.name), "data.name is empty; use one of " + ", ".join(KNOWN_DATASETS)),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise DataError(message)
 
 
 def _load_source(cfg: DataConfig) -> sources.Raw:
@@ -634,6 +616,23 @@ def search_datasets(data: PreparedData, batch_size: int,
     augment = data.spec.augment
     return (_training_pipeline(x, y, w_idx, batch_size, derive_seed(seed, "w_train"), augment),
             _training_pipeline(x, y, a_idx, batch_size, derive_seed(seed, "alpha_val"), augment))
+
+
+def probe_dataset(data: PreparedData, batch_size: int, seed: int, batches: int) -> tf.data.Dataset:
+    """The first `batches` batches of the alpha-validation half, in a fixed order.
+
+    The same examples every time (no shuffle, no augmentation), so a statistic
+    measured on them each epoch (e.g. the alpha-Hessian eigenvalue) is comparable
+    across epochs.
+
+    Returns:
+        Dataset of ``(x (B, H, W, C), y)`` as in `search_datasets`.
+    """
+    _, a_idx = search_split(data.spec.num_train, seed)
+    _check_batch(batch_size, len(a_idx), "search half")
+    idx = np.sort(a_idx)[:batch_size * batches]
+    x, y = _tensors(data.x_train[idx], data.y_train[idx], data.spec)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
 
 
 def train_dataset(data: PreparedData, batch_size: int, seed: int, cutout: int = 0) -> tf.data.Dataset:

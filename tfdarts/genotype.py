@@ -14,18 +14,11 @@ from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
 
-NONE = "none"
-PRIMITIVES: Tuple[str, ...] = (
-    "none",
-    "max_pool_3x3",
-    "avg_pool_3x3",
-    "skip_connect",
-    "sep_conv_3x3",
-    "sep_conv_5x5",
-    "dil_conv_3x3",
-    "dil_conv_5x5",
-)
-PARAMETER_FREE: Tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
+from tfdarts import space
+from tfdarts.space import NONE, PRIMITIVES, SKIP
+
+__all__ = ["NONE", "PRIMITIVES", "Gene", "GenotypeError", "Genotype", "num_edges", "edge_index",
+           "parse_alphas", "DARTS_V1", "DARTS_V2", "PUBLISHED"]
 
 Gene = Tuple[Tuple[str, int], ...]
 
@@ -96,8 +89,9 @@ class Genotype:
             object.__setattr__(self, field, _as_gene(getattr(self, field)))
             concat = tuple(int(c) for c in getattr(self, field + "_concat"))
             object.__setattr__(self, field + "_concat", concat)
-        n = _check_gene(self.normal, self.normal_concat, "normal", PRIMITIVES)
-        r = _check_gene(self.reduce, self.reduce_concat, "reduce", PRIMITIVES)
+        known = space.known_ops()
+        n = _check_gene(self.normal, self.normal_concat, "normal", known)
+        r = _check_gene(self.reduce, self.reduce_concat, "reduce", known)
         if n != r:
             raise GenotypeError(f"normal cell has {n} nodes but reduction cell has {r}")
 
@@ -170,17 +164,26 @@ def _parse_cell(probs: np.ndarray, primitives: Sequence[str], nodes: int) -> Gen
 
 
 def parse_alphas(normal: Any, reduce: Any, primitives: Sequence[str] = PRIMITIVES,
-                 nodes: int = 4) -> Genotype:
+                 nodes: int = 4, *, edge_normal: Any = None, edge_reduce: Any = None,
+                 max_skips: int = -1) -> Genotype:
     """Derives the genotype from architecture weights.
 
     For each intermediate node keeps the 2 incoming edges whose strongest
     non-``none`` op weight is largest, and on each the strongest non-``none`` op.
+    With edge-normalisation weights (PC-DARTS) every op weight of an edge is
+    first multiplied by its edge's weight. With ``max_skips >= 0`` (P-DARTS) the
+    normal cell keeps at most that many ``skip_connect`` edges: while it has
+    more, the weakest chosen skip is excluded on its edge and the cell derived
+    again.
 
     Args:
         normal: Array-like ``[edges, len(primitives)]`` (softmaxed or raw alphas).
         reduce: Same for the reduction cell.
         primitives: Op name of each column.
         nodes: Intermediate nodes per cell.
+        edge_normal: Optional ``[edges]`` edge weights of the normal cell.
+        edge_reduce: Optional ``[edges]`` edge weights of the reduction cell.
+        max_skips: Most ``skip_connect`` edges in the normal cell (-1 = no limit).
 
     Returns:
         The derived `Genotype`.
@@ -188,15 +191,46 @@ def parse_alphas(normal: Any, reduce: Any, primitives: Sequence[str] = PRIMITIVE
     primitives = tuple(primitives)
     if all(p == NONE for p in primitives):
         raise GenotypeError("primitives must contain at least one op other than 'none'")
-    cells = []
-    for cell, arr in (("normal", normal), ("reduce", reduce)):
-        arr = np.asarray(arr, dtype=np.float64)
-        expected = (num_edges(nodes), len(primitives))
-        if arr.shape != expected:
-            raise GenotypeError(f"{cell} alphas have shape {arr.shape}, expected {expected}")
-        cells.append(_parse_cell(arr, primitives, nodes))
+    normal = _cell_weights("normal", normal, edge_normal, primitives, nodes)
+    reduce = _cell_weights("reduce", reduce, edge_reduce, primitives, nodes)
     concat = tuple(range(2, nodes + 2))
-    return Genotype(cells[0], concat, cells[1], concat)
+    return Genotype(_limit_skips(normal, primitives, nodes, max_skips), concat,
+                    _parse_cell(reduce, primitives, nodes), concat)
+
+
+def _cell_weights(cell: str, probs: Any, edges: Any, primitives: Sequence[str], nodes: int) -> np.ndarray:
+    arr = np.asarray(probs, dtype=np.float64)
+    expected = (num_edges(nodes), len(primitives))
+    if arr.shape != expected:
+        raise GenotypeError(f"{cell} alphas have shape {arr.shape}, expected {expected}")
+    if edges is None:
+        return arr
+    edges = np.asarray(edges, dtype=np.float64)
+    if edges.shape != expected[:1]:
+        raise GenotypeError(f"{cell} edge weights have shape {edges.shape}, expected {expected[:1]}")
+    return arr * edges[:, None]
+
+
+def _limit_skips(probs: np.ndarray, primitives: Sequence[str], nodes: int, max_skips: int) -> Gene:
+    gene = _parse_cell(probs, primitives, nodes)
+    if max_skips < 0 or SKIP not in primitives:
+        return gene
+    probs, skip = probs.copy(), primitives.index(SKIP)
+    others = np.array([p not in (NONE, SKIP) for p in primitives])
+    while sum(op == SKIP for op, _ in gene) > max_skips:
+        chosen = [_row(pos, src) for pos, (op, src) in enumerate(gene)
+                  if op == SKIP and np.isfinite(probs[_row(pos, src), others]).any()]
+        if not chosen:  # no other op left to put in a skip's place
+            break
+        weakest = min(chosen, key=lambda row: probs[row, skip])
+        probs[weakest, skip] = -np.inf
+        gene = _parse_cell(probs, primitives, nodes)
+    return gene
+
+
+def _row(position: int, source: int) -> int:
+    """Alpha row of the edge at `position` of a gene (node ``position // 2``)."""
+    return edge_index(position // 2, source)
 
 
 DARTS_V1 = Genotype(

@@ -2,7 +2,7 @@
 
 Follows the reference's retrain network: a 3x3 conv stem with
 ``stem_multiplier * C`` channels and affine BN, ``cells`` cells with reduction
-cells at 1/3 and 2/3 of the depth (`tfdarts.supernet.reduction_layers`), an
+cells at 1/3 and 2/3 of the depth (`tfdarts.space.cell_placements`), an
 optional auxiliary head after the cell at 2/3 depth, global average pooling and
 a dense head with ``task.num_outputs`` units. All tensors are NHWC.
 
@@ -22,15 +22,16 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from tfdarts import ops
+from tfdarts import ops, space
+from tfdarts.config import RetrainConfig
 from tfdarts.genotype import Gene, Genotype
-from tfdarts.supernet import reduction_layers
+from tfdarts.model import PACKAGE, ModelFn, TaskModel, count_params
 from tfdarts.task import Task
 
-PACKAGE = "tfdarts"
+__all__ = ["drop_path", "NetworkCell", "AuxiliaryHead", "Network", "build_network", "model_fn",
+           "count_params"]
 Outputs = Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]
 
 
@@ -189,7 +190,7 @@ class AuxiliaryHead(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
-class Network(keras.Model):
+class Network(TaskModel):
     """The discrete network of a genotype, for retraining and evaluation.
 
     Args:
@@ -217,18 +218,17 @@ class Network(keras.Model):
     def __init__(self, task: Task, genotype: Genotype, cells: int = 20, channels: int = 36,
                  auxiliary_weight: float = 0.4, drop_path: float = 0.2, stem_multiplier: int = 3,
                  name: str = "network", **kwargs) -> None:
-        super().__init__(name=name, **kwargs)
+        super().__init__(task, auxiliary_weight, name=name, **kwargs)
         if cells < 1 or channels < 1:
             raise ValueError(f"cells and channels must be >= 1, got {cells} and {channels}")
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
-        self.task, self.genotype = task, genotype
+        self.genotype = genotype
         self.num_cells, self.channels, self.stem_multiplier = cells, channels, stem_multiplier
-        self.auxiliary_weight = float(auxiliary_weight)
         self.drop_path_rate = float(drop_path)
         self.stem_conv = ops.Conv(stem_multiplier * channels, 3, 1, 1, name="stem_conv")
         self.stem_bn = ops.BatchNorm(True, True, name="stem_bn")
-        self.cells = self._make_cells(cells, channels)
+        self.cells = [self._make_cell(p) for p in space.cell_placements(cells, channels)]
         self.auxiliary_index = 2 * cells // 3
         self.auxiliary_head = (AuxiliaryHead(task.num_outputs, name="auxiliary_head")
                                if self.auxiliary_weight > 0 else None)
@@ -237,25 +237,11 @@ class Network(keras.Model):
                                          trainable=False, aggregation="only_first_replica",
                                          name="drop_prob")
 
-    def _make_cells(self, cells: int, channels: int) -> List[NetworkCell]:
-        reductions = reduction_layers(cells)
-        out, reduction_prev = [], False
-        for i in range(cells):
-            reduction = i in reductions
-            channels *= 2 if reduction else 1
-            gene, concat = ((self.genotype.reduce, self.genotype.reduce_concat) if reduction
-                            else (self.genotype.normal, self.genotype.normal_concat))
-            out.append(NetworkCell(gene, concat, channels, reduction, reduction_prev,
-                                   name=f"cell{i}"))
-            reduction_prev = reduction
-        return out
-
-    def build(self, input_shape) -> None:
-        """No-op: sub-layers build on first call (see `NetworkCell.build`).
-
-        `build_from_task` is what creates every variable, the auxiliary head's too.
-        """
-        self.built = True
+    def _make_cell(self, placement: space.CellPlacement) -> NetworkCell:
+        g = self.genotype
+        gene, concat = (g.reduce, g.reduce_concat) if placement.reduction else (g.normal, g.normal_concat)
+        return NetworkCell(gene, concat, placement.channels, placement.reduction,
+                           placement.reduction_prev, name=f"cell{placement.index}")
 
     def set_drop_path(self, epoch: int, epochs: int) -> float:
         """Sets `drop_prob` to ``drop_path_rate * epoch / epochs`` (the linear ramp).
@@ -266,6 +252,18 @@ class Network(keras.Model):
         value = self.drop_path_rate * epoch / epochs if epochs > 0 else 0.0
         self.drop_prob.assign(value)
         return value
+
+    def on_epoch_begin(self, epoch: int, epochs: int) -> Dict[str, float]:
+        """Ramps drop-path; returns ``{"drop_path": value}``."""
+        return {"drop_path": float(self.set_drop_path(epoch, epochs))}
+
+    def architecture(self) -> Genotype:
+        """The genotype of the cells."""
+        return self.genotype
+
+    def auxiliary_variables(self) -> List[keras.Variable]:
+        """Trainable variables of the auxiliary head."""
+        return list(self.auxiliary_head.trainable_variables) if self.auxiliary_head else []
 
     def features(self, x: tf.Tensor, training: bool = False) -> Tuple[tf.Tensor, tf.Tensor]:
         """Stem and cells.
@@ -316,15 +314,8 @@ class Network(keras.Model):
             self.auxiliary_head(aux_in, training=False)
         self.built = True
 
-    def get_build_config(self) -> Dict[str, Any]:
-        return {"input_shape": list(self.task.input_shape)}
-
-    def build_from_config(self, config: Dict[str, Any]) -> None:
-        self.build_from_task()
-
     def get_config(self) -> Dict[str, Any]:
-        return {"name": self.name, "trainable": self.trainable,
-                "task": self.task.to_dict(), "genotype": self.genotype.to_dict(),
+        return {**super().get_config(), "genotype": self.genotype.to_dict(),
                 "cells": self.num_cells, "channels": self.channels,
                 "auxiliary_weight": self.auxiliary_weight, "drop_path": self.drop_path_rate,
                 "stem_multiplier": self.stem_multiplier}
@@ -347,19 +338,7 @@ def build_network(task: Task, genotype: Genotype, cells: int = 20, channels: int
     return model
 
 
-def count_params(model: keras.Model, include_auxiliary: bool = False) -> int:
-    """Trainable parameters of a built model.
-
-    Args:
-        model: A built model.
-        include_auxiliary: Count the auxiliary head too. The reference reports
-            parameters without it (the default).
-
-    Returns:
-        Number of trainable scalars.
-    """
-    exclude = set()
-    head = getattr(model, "auxiliary_head", None)
-    if head is not None and not include_auxiliary:
-        exclude = {id(v) for v in head.trainable_variables}
-    return int(sum(np.prod(v.shape) for v in model.trainable_variables if id(v) not in exclude))
+def model_fn(task: Task, genotype: Genotype, cfg: RetrainConfig) -> ModelFn:
+    """A factory of the discrete network of `genotype` with the retrain settings."""
+    return lambda: Network(task, genotype, cells=cfg.cells, channels=cfg.channels,
+                           auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path)

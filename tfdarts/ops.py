@@ -7,6 +7,8 @@ alignment (TF's ``SAME`` padding would pad (0, 1) on even sizes instead).
 
 Every op factory has the signature ``(channels, strides, affine, name)`` and is
 looked up by name in `OPS`; input channels are inferred when the layer builds.
+`register_op` adds a new op to the search space (`tfdarts.space`) and its
+factory here in one call.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdarts import space
 from tfdarts.registry import Registry
 
 BN_EPSILON = 1e-5
@@ -24,6 +27,44 @@ BN_MOMENTUM = 0.9  # moving = momentum * moving + (1 - momentum) * batch
 
 OpFactory = Callable[[int, int, bool, str], keras.layers.Layer]
 OPS: Registry[OpFactory] = Registry("op")
+"""Layer factories by op name; the names are those of `tfdarts.space.OP_INFO`."""
+
+
+def register_op(name: str, *, parameter_free: bool = False, search_bn: bool = False,
+                colour: str = "") -> Callable[[OpFactory], OpFactory]:
+    """Decorator adding a new candidate op to the search space.
+
+    The op becomes valid in genotypes, ``search.primitives``, the random sampler
+    and the figures. Example::
+
+        @ops.register_op("conv_1x1")
+        def conv_1x1(channels, strides, affine, name):
+            return ops.relu_conv_bn(channels, 1, strides, 0, affine, name)
+
+    Args:
+        name: Op name (must be new).
+        parameter_free: The op has no trainable weights.
+        search_bn: The supernet follows it with a non-affine batch norm.
+        colour: Matplotlib colour for figures ("" = from a palette).
+
+    Returns:
+        A decorator registering an `OpFactory` ``(channels, strides, affine, name)
+        -> layer`` that maps ``(B, H, W, C_in)`` to ``(B, ceil(H/s), ceil(W/s), channels)``.
+    """
+
+    def wrap(factory: OpFactory) -> OpFactory:
+        space.OP_INFO.register(name)(space.OpInfo(name, parameter_free, search_bn, colour))
+        return OPS.register(name)(factory)
+
+    return wrap
+
+
+def unregister_op(name: str) -> None:
+    """Removes an op added by `register_op` (the paper's ops cannot be removed)."""
+    if name in space.PRIMITIVES:
+        raise ValueError(f"{name!r} is one of the paper's ops and cannot be removed")
+    OPS.unregister(name)
+    space.OP_INFO.unregister(name)
 
 
 def _pad(x: tf.Tensor, pad: int, value: float = 0.0) -> tf.Tensor:

@@ -29,6 +29,11 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> None:
+        """Removes `name` (for plug-ins and tests that register temporarily)."""
+        self.get(name)
+        del self._items[name]
+
     def get(self, name: str) -> T:
         """Returns the factory registered under `name`.
 

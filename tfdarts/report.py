@@ -18,17 +18,18 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from tfdarts import analysis
+from tfdarts import analysis, contract
 from tfdarts.fileio import atomic_open, write_json
 from tfdarts.genotype import Genotype, parse_alphas
 
 FINAL_COLUMNS = ("cell", "entropy_ratio", "entropy_mean", "entropy_min", "entropy_max",
                  "max_weight_mean", "margin_mean", "skip_weight_mean", "none_weight_mean",
-                 "skip_top_edges", "skip_count", "param_free_share", "genotype")
+                 "skip_top_edges", "skip_count", "param_free_share", "chosen_margin_mean",
+                 "guessed_share", "genotype")
 """Columns of the final-epoch statistics table."""
 
-SUMMARY_COLUMNS = ("cell", "entropy_ratio", "max_weight_mean", "margin_mean", "skip_count",
-                   "param_free_share")
+SUMMARY_COLUMNS = ("cell", "entropy_ratio", "max_weight_mean", "margin_mean", "guessed_share",
+                   "skip_count", "param_free_share")
 """Columns of the summary's final-snapshot table."""
 
 EPOCH_COLUMNS = ("entropy_ratio", "max_weight_mean", "margin_mean", "skip_weight_mean",
@@ -100,10 +101,10 @@ def _write_stats(out_dir: str, run: analysis.SearchRun, rows: List[Dict[str, Any
     import pandas as pd
 
     df = pd.DataFrame(rows)
-    with atomic_open(os.path.join(out_dir, "stats.csv")) as f:
+    with atomic_open(os.path.join(out_dir, contract.STATS_CSV)) as f:
         df.to_csv(f, index=False)
     final = rows[-2:] if rows else []
-    write_json(os.path.join(out_dir, "stats.json"), {
+    write_json(os.path.join(out_dir, contract.STATS_JSON), {
         "search_dir": os.path.abspath(run.path), "primitives": list(run.primitives),
         "nodes": run.nodes, "epochs_recorded": run.num_epochs, "warnings": warnings,
         "final": final, "rows": rows})
@@ -229,13 +230,46 @@ def _stats_section(rows: List[Dict[str, Any]]) -> str:
     return _section("Statistics", "\n".join(body))
 
 
+def _confidence_section(run: analysis.SearchRun, normal: np.ndarray, reduce: np.ndarray) -> str:
+    """Per chosen edge: the op, its runner-up and the margin, guesses flagged."""
+    import pandas as pd
+
+    if not len(normal):
+        return _section("Confidence of the choice", "<p>No alpha snapshots.</p>")
+    threshold = analysis.noise_margin(len(run.primitives))
+    body = [f"<p>margin = weight of the chosen op minus the runner-up on its edge; a margin "
+            f"below {threshold:.4f} ({analysis.NOISE_MARGIN_FRACTION:g} of the uniform weight "
+            f"1/{len(run.primitives)}) is within noise: that op was guessed, not chosen.</p>"]
+    for cell, probs in (("normal", normal[-1]), ("reduce", reduce[-1])):
+        rows = analysis.choice_confidence(probs, run.primitives, run.nodes)
+        guessed = sum(r["guessed"] for r in rows)
+        body += [f"<h3>{cell} cell: {len(rows) - guessed} of {len(rows)} ops chosen, {guessed} guessed</h3>",
+                 _table(pd.DataFrame(rows))]
+    return _section("Confidence of the choice", "\n".join(body))
+
+
+def _eigen_section(history: Optional[Mapping[str, Any]]) -> str:
+    """The dominant alpha-Hessian eigenvalue per epoch (the collapse signal), when recorded."""
+    import pandas as pd
+
+    rows = [r for r in (history or {}).get("epochs") or [] if r.get("eigenvalue") is not None]
+    if not rows:
+        return ""
+    df = pd.DataFrame([{"epoch": r["epoch"], "eigenvalue": r["eigenvalue"],
+                        "early_stop": bool(r.get("early_stop"))} for r in rows])
+    note = ("<p>Dominant eigenvalue of the Hessian of the validation loss w.r.t. the alphas "
+            "(power iteration on fixed validation batches). A steady rise signals collapse "
+            "toward parameter-free cells (Zela et al., ICLR 2020).</p>")
+    return _section("Collapse signal", note + _table(df))
+
+
 def _results_section(records: Sequence[Mapping[str, Any]], out_dir: str) -> str:
     if not records:
         return _section("Results", "<p>No result records given.</p>")
     df = analysis.results_table(records)
     analysis.save_table(df, out_dir)
-    return _section("Results", _table(df) + '<p>Also in <a href="results.csv">results.csv</a> '
-                    'and <a href="results.md">results.md</a>.</p>')
+    return _section("Results", _table(df) + f'<p>Also in <a href="{contract.RESULTS_CSV}">{contract.RESULTS_CSV}</a> '
+                    f'and <a href="{contract.RESULTS_MD}">{contract.RESULTS_MD}</a>.</p>')
 
 
 def _page(title: str, sections: Sequence[str]) -> str:
@@ -275,15 +309,34 @@ def build_report(out_dir: str, search_dir: str, retrain_dir: Optional[str] = Non
     finite = analysis.finite_epochs(run.normal, run.reduce)
     normal, reduce = run.normal[:finite], run.reduce[:finite]
     epochs = run.epochs[:finite]
-    warnings = analysis.diagnose(run.normal, run.reduce, run.primitives, run.nodes, run.genotype)
+    warnings = analysis.diagnose(run.normal, run.reduce, run.primitives, run.nodes,
+                                 run.genotype if _plain_derivation(run) else None)
     rows = analysis.epoch_stats(normal, reduce, run.primitives, run.nodes, epochs)
     genotype = _final_genotype(run, normal, reduce)
     _write_stats(out_dir, run, rows, warnings)
-    figs = _make_figures(os.path.join(out_dir, "figures"), run, normal, reduce, epochs, genotype,
+    figs = _make_figures(os.path.join(out_dir, contract.FIGURES_DIR), run, normal, reduce, epochs, genotype,
                          retrain_history, engine)
-    source = "genotype.json" if run.genotype is not None else "derived from the last snapshot"
-    sections = [
-        _summary(run, finite, warnings, genotype, rows, retrain_history),
+    sections = [_summary(run, finite, warnings, genotype, rows, retrain_history),
+                *_figure_sections(run, figs, normal, reduce, rows, out_dir), _results_section(records, out_dir)]
+    path = os.path.join(out_dir, contract.REPORT_FILE)
+    with atomic_open(path) as f:
+        f.write(_page(title, sections))
+    return path
+
+
+def _plain_derivation(run: analysis.SearchRun) -> bool:
+    """The genotype was derived by the plain rule, so the alphas can check it.
+
+    A genotype derived with edge weights or a skip limit is checked by the search itself.
+    """
+    derivation = (run.history or {}).get("derivation") or {}
+    return not derivation.get("edge_normalisation") and derivation.get("max_skips", -1) < 0
+
+
+def _figure_sections(run: analysis.SearchRun, figs: Dict[str, List[str]], normal: np.ndarray,
+                     reduce: np.ndarray, rows: List[Dict[str, Any]], out_dir: str) -> List[str]:
+    source = contract.GENOTYPE_FILE if run.genotype is not None else "derived from the last snapshot"
+    return [
         _figures_section("Genotype", figs, ["cell_normal", "cell_reduce"],
                          [f"normal cell ({source})", f"reduction cell ({source})"], out_dir,
                          "No genotype available."),
@@ -296,13 +349,10 @@ def build_report(out_dir: str, search_dir: str, retrain_dir: Optional[str] = Non
                           "normal cell per epoch (shared colour scale)",
                           "reduction cell per epoch (shared colour scale)"],
                          out_dir, "No alpha snapshots."),
+        _confidence_section(run, normal, reduce),
+        _eigen_section(run.history),
         _stats_section(rows),
         _figures_section("Learning curves", figs, ["learning_curves"],
                          ["search (train / val) and retrain (train / test)"], out_dir,
                          "No training history found."),
-        _results_section(records, out_dir),
     ]
-    path = os.path.join(out_dir, "report.html")
-    with atomic_open(path) as f:
-        f.write(_page(title, sections))
-    return path

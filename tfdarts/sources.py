@@ -12,7 +12,6 @@ import dataclasses
 import gzip
 import hashlib
 import os
-import socket
 import struct
 import zlib
 from typing import Dict, Optional, Sequence, Tuple
@@ -26,8 +25,6 @@ class DataError(ValueError):
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 """Where Debian's ``dataset-fashion-mnist`` package installs the IDX files."""
-
-"""Set to ``1`` to never attempt TFDS downloads (fail fast with a hint instead)."""
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                          "Shirt", "Sneaker", "Bag", "Ankle boot")

@@ -75,14 +75,27 @@ def forward_loss(model: keras.Model, x: tf.Tensor, y: tf.Tensor) -> Tuple[tf.Ten
 def batch_stats(task: Task, outputs: tf.Tensor, y: tf.Tensor, losses: tf.Tensor) -> Stats:
     """Sums from which epoch metrics are computed after a cross-replica sum.
 
+    `tfdarts.metrics.summarize` turns their totals into metrics.
+
+    Args:
+        task: The task.
+        outputs: ``(B, K)`` logits or (standardised) regression outputs.
+        y: ``(B,)`` labels or ``(B, K)`` standardised targets.
+        losses: ``(B,)`` per-example losses.
+
     Returns:
-        ``count`` and ``loss_sum``; ``correct`` (classification) or per-output
-        ``sse``, ``sum_y``, ``sum_y2`` of shape ``(K,)`` (regression).
+        ``count`` and ``loss_sum``; ``correct`` and, with more than 5 classes,
+        ``top5`` (classification); or per-output ``sse``, ``sum_y``, ``sum_y2``
+        of shape ``(K,)`` (regression).
     """
     stats = {"count": tf.cast(tf.shape(y)[0], tf.float32), "loss_sum": tf.reduce_sum(losses)}
     if task.is_classification:
-        hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), tf.cast(y, tf.int32))
+        labels = tf.cast(y, tf.int32)
+        hits = tf.equal(tf.argmax(outputs, axis=-1, output_type=tf.int32), labels)
         stats["correct"] = tf.reduce_sum(tf.cast(hits, tf.float32))
+        if task.num_outputs > 5:
+            top5 = tf.math.in_top_k(labels, tf.cast(outputs, tf.float32), 5)
+            stats["top5"] = tf.reduce_sum(tf.cast(top5, tf.float32))
     else:
         y = tf.cast(y, tf.float32)
         stats["sse"] = tf.reduce_sum(tf.square(outputs - y), axis=0)
@@ -124,10 +137,18 @@ def plain_gradients(model: keras.Model, variables: Sequence[keras.Variable]) -> 
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])
             loss, outputs, losses = forward_loss(model, x, y)
-        grads = tape.gradient(loss, [v.value for v in variables])
+        grads = tape.gradient(loss, [v.value for v in variables],
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
         return (outputs, losses), grads
 
     return fn
+
+
+def forward_stats(model: keras.Model, batch: Batch) -> Stats:
+    """Batch statistics of a training-mode forward pass, without any update."""
+    x, y = batch
+    _, outputs, losses = forward_loss(model, x, y)
+    return batch_stats(model.task, outputs, y, losses)
 
 
 class AppliesGlobalGradients:
@@ -283,17 +304,3 @@ def sgd_momentum(optimizer: keras.optimizers.Optimizer, variable: keras.Variable
         raise ValueError(f"{name}'s momentum buffer {slot.path} has shape {tuple(slot.shape)}, "
                          f"not that of {variable.path} {tuple(variable.shape)}")
     return tf.convert_to_tensor(slot.value)
-
-
-def summarize(task: Task, totals: Dict[str, np.ndarray]) -> Dict[str, float]:
-    """Turns summed `batch_stats` into ``loss`` and the task's metric(s)."""
-    count = float(totals["count"])
-    out = {"loss": float(totals["loss_sum"]) / max(count, 1.0)}
-    if task.is_classification:
-        out["accuracy"] = float(totals["correct"]) / max(count, 1.0)
-        return out
-    sse, sum_y, sum_y2 = (np.asarray(totals[k], np.float64) for k in ("sse", "sum_y", "sum_y2"))
-    ss_tot = np.maximum(sum_y2 - sum_y ** 2 / max(count, 1.0), 1e-12)
-    out["r2"] = float(np.mean(1.0 - sse / ss_tot))
-    out["rmse"] = float(np.sqrt(np.mean(sse) / max(count, 1.0)))
-    return out

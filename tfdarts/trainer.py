@@ -14,28 +14,36 @@ import logging
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdarts import contract, evaluation, export, fileio, metrics, steps
 from tfdarts import data as data_lib
-from tfdarts import fileio, steps
 from tfdarts.architect import Architect
 from tfdarts.config import Config, RetrainConfig, SearchConfig
 from tfdarts.genotype import Genotype
+from tfdarts.hessian import AlphaHessian, rdarts_stop
+from tfdarts.model import ModelFn, TaskModel
+from tfdarts.progress import format_duration
 from tfdarts.supernet import SearchNetwork
 from tfdarts.task import Task
 
 log = logging.getLogger("tfdarts")
 
-HISTORY_FILE = "history.json"
-ALPHAS_FILE = "alphas.npz"
-GENOTYPE_FILE = "genotype.json"
-CHECKPOINT_DIR = "checkpoints"
-
 StepFn = Callable[[Any], Dict[str, Dict[str, tf.Tensor]]]
+
+
+class Job(Protocol):
+    """What the epoch loop asks of a training job."""
+
+    def begin_epoch(self, epoch: int) -> Dict[str, float]:
+        """Sets the schedules of a 0-based epoch; returns the values for the history."""
+
+    def step_for(self, epoch: int) -> StepFn:
+        """The traced step of a 0-based epoch."""
 
 
 class TrainingDiverged(RuntimeError):
@@ -64,6 +72,11 @@ def make_strategy(devices: int = 0) -> tf.distribute.Strategy:
     return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
 
 
+def linear_ramp(epoch: int, epochs: int) -> float:
+    """0 at the first (0-based) epoch, rising linearly to 1 at the last one."""
+    return epoch / (epochs - 1) if epochs > 1 else 1.0
+
+
 def cosine_lr(epoch: int, epochs: int, lr_max: float, lr_min: float) -> float:
     """Cosine annealing from `lr_max` (epoch 0) towards `lr_min` (epoch `epochs`)."""
     return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * epoch / epochs))
@@ -81,11 +94,6 @@ def distributed_step(strategy: tf.distribute.Strategy, replica_fn: Callable) -> 
     return step
 
 
-def _format_eta(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
-
-
 @dataclasses.dataclass
 class EpochLoop:
     """The shared epoch loop with checkpoint/resume and atomic history.
@@ -98,6 +106,7 @@ class EpochLoop:
         steps_per_epoch: Batches per epoch (for progress and ETA).
         checkpoint: Trackables to save; must include an ``epoch`` tf.Variable.
         log_every: Steps between progress lines (0 = epoch lines only).
+        target_std: Regression target scale, so ``rmse`` is in target units.
     """
 
     name: str
@@ -107,12 +116,13 @@ class EpochLoop:
     steps_per_epoch: int
     checkpoint: tf.train.Checkpoint
     log_every: int = 50
+    target_std: Optional[Sequence[float]] = None
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         os.makedirs(self.out_dir, exist_ok=True)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.out_dir, CHECKPOINT_DIR), max_to_keep=2)
+            self.checkpoint, os.path.join(self.out_dir, contract.CHECKPOINT_DIR), max_to_keep=2)
 
     def restore(self) -> int:
         """Restores the last checkpoint; returns the number of finished epochs."""
@@ -121,45 +131,53 @@ class EpochLoop:
             return 0
         self.checkpoint.restore(path).assert_existing_objects_matched()
         done = int(self.checkpoint.epoch.numpy())
-        history_path = os.path.join(self.out_dir, HISTORY_FILE)
+        history_path = os.path.join(self.out_dir, contract.HISTORY_FILE)
         if os.path.exists(history_path):
             self.history = [r for r in fileio.read_json(history_path)["epochs"] if r["epoch"] <= done]
         log.info("%s: resuming from %s after epoch %d/%d", self.name, path, done, self.epochs)
         return done
 
-    def run(self, start: int, dataset: tf.distribute.DistributedDataset, step: StepFn,
-            begin_epoch: Callable[[int], Dict[str, float]],
-            end_epoch: Callable[[int, Dict[str, Any]], None],
-            header: Dict[str, Any]) -> List[Dict[str, Any]]:
+    def run(self, start: int, dataset: tf.distribute.DistributedDataset, job: "Job",
+            end_epoch: Callable[[int, Dict[str, Any]], None], header: Dict[str, Any],
+            should_stop: Optional[Callable[[List[Dict[str, Any]]], bool]] = None) -> List[Dict[str, Any]]:
         """Runs the remaining epochs.
 
         Args:
             start: Epochs already finished (from `restore`).
             dataset: Distributed dataset, one pass per epoch.
-            step: Traced step returning ``{group: summed batch stats}``.
-            begin_epoch: Sets learning rates for a 0-based epoch; returns them.
+            job: Gives each epoch's traced step and sets its schedules.
             end_epoch: Writes job-specific files for a finished 1-based epoch
                 given its history record (may add keys to it).
             header: Extra keys of history.json besides ``epochs``.
+            should_stop: Early stop: called with the history after each epoch
+                (and once on resume); True ends the job there.
 
         Returns:
             The full history (one record per epoch).
         """
         started = time.time()
+        if should_stop and self.history and should_stop(self.history):
+            return self.history
         for epoch in range(start, self.epochs):
             t0 = time.time()
-            lrs = begin_epoch(epoch)
-            totals = self._run_epoch(dataset, step, epoch, started, start)
+            lrs = job.begin_epoch(epoch)
+            totals = self._run_epoch(dataset, job.step_for(epoch), epoch, started, start)
             record = {"epoch": epoch + 1, **self._record(totals), **lrs,
                       "seconds": time.time() - t0}
             end_epoch(epoch + 1, record)
             self.history.append(record)
-            fileio.write_json(os.path.join(self.out_dir, HISTORY_FILE),
+            stop = bool(should_stop and should_stop(self.history))
+            if stop:
+                record["early_stop"] = True
+            fileio.write_json(os.path.join(self.out_dir, contract.HISTORY_FILE),
                               {**header, "epochs": self.history})
             self.checkpoint.epoch.assign(epoch + 1)
             self.manager.save()
             log.info("%s epoch %d/%d done in %.0fs: %s", self.name, epoch + 1, self.epochs,
                      record["seconds"], self._brief(record))
+            if stop:
+                log.info("%s: early stop after epoch %d/%d", self.name, epoch + 1, self.epochs)
+                break
         return self.history
 
     def _run_epoch(self, dataset, step: StepFn, epoch: int, started: float,
@@ -169,9 +187,7 @@ class EpochLoop:
             out = {g: {k: v.numpy() for k, v in stats.items()} for g, stats in step(batch).items()}
             self._check_finite(out, epoch, i)
             for group, stats in out.items():
-                acc = totals.setdefault(group, {})
-                for key, value in stats.items():
-                    acc[key] = acc.get(key, 0.0) + value
+                metrics.add_totals(totals.setdefault(group, {}), stats)
             if self.log_every and (i + 1) % self.log_every == 0:
                 self._progress(epoch, i + 1, totals, started, start_epoch)
         if not totals:
@@ -189,10 +205,13 @@ class EpochLoop:
     def _record(self, totals) -> Dict[str, float]:
         record = {}
         for group, acc in totals.items():
-            for key, value in steps.summarize(self.task, acc).items():
+            for key, value in self._summarize(acc).items():
                 record[f"{group}_{key}"] = value
             record[f"{group}_metric"] = record[f"{group}_{self.task.metric_name}"]
         return record
+
+    def _summarize(self, totals: Dict[str, np.ndarray]) -> Dict[str, float]:
+        return metrics.summarize(self.task, totals, self.target_std)
 
     def _brief(self, record: Dict[str, Any]) -> str:
         keys = [k for k in record if k.endswith("_loss") or k.endswith("_metric") or k.endswith("lr")]
@@ -202,22 +221,35 @@ class EpochLoop:
         steps_total = (self.epochs - start_epoch) * self.steps_per_epoch
         steps_done = (epoch - start_epoch) * self.steps_per_epoch + done
         rate = (time.time() - started) / max(steps_done, 1)
-        brief = ", ".join(f"{g} loss {steps.summarize(self.task, acc)['loss']:.4f}"
+        brief = ", ".join(f"{g} loss {self._summarize(acc)['loss']:.4f}"
                           for g, acc in totals.items())
         log.info("%s epoch %d/%d step %d/%d: %s | %.2f s/step, %s left", self.name, epoch + 1,
                  self.epochs, done, self.steps_per_epoch, brief, rate,
-                 _format_eta(rate * (steps_total - steps_done)))
+                 format_duration(rate * (steps_total - steps_done)))
 
 
 @dataclasses.dataclass(frozen=True)
-class SearchResult:
-    """What a search produced (files are in `out_dir`)."""
+class JobResult:
+    """What a training job produced (files are in `out_dir`).
 
-    genotype: Genotype
+    Attributes:
+        history: One record per epoch.
+        out_dir: The job's folder.
+        seconds: Training time summed over epochs.
+        params: Trainable parameters (the supernet's weights, without alphas).
+    """
+
     history: List[Dict[str, Any]]
     out_dir: str
     seconds: float
     params: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult(JobResult):
+    """A finished search and the genotype its alphas select."""
+
+    genotype: Genotype
 
 
 class SearchJob:
@@ -234,7 +266,9 @@ class SearchJob:
         keras.utils.set_random_seed(cfg.seed)
         with strategy.scope():
             self.model = SearchNetwork(task, cfg.cells, cfg.channels, cfg.nodes,
-                                       cfg.stem_multiplier, cfg.primitives, cfg.seed)
+                                       cfg.stem_multiplier, cfg.primitives, cfg.seed,
+                                       partial_channels=cfg.partial_channels,
+                                       aux_skip=cfg.aux_skip > 0, max_skips=cfg.max_skips)
             self.model.build_from_task()
             self.w_opt = steps.build_optimizer(
                 keras.optimizers.SGD(cfg.w_lr, momentum=cfg.w_momentum), self.model.weight_variables)
@@ -242,59 +276,122 @@ class SearchJob:
                 keras.optimizers.Adam(cfg.alpha_lr, beta_1=cfg.alpha_beta1, beta_2=cfg.alpha_beta2,
                                       epsilon=1e-8), self.model.arch_variables)
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.w_rule = steps.UpdateRule(self.w_opt, self.model.weight_variables, cfg.grad_clip,
-                                       cfg.w_weight_decay)
+            self.w_rule = steps.UpdateRule(self.w_opt, self.model.weight_variables, cfg.grad_clip,
+                                           cfg.w_weight_decay)
+            self.architect = Architect(self.model, cfg.order, self.w_rule, regularise=cfg.beta_decay > 0)
         self.a_rule = steps.UpdateRule(self.a_opt, self.model.arch_variables, 0.0,
                                        cfg.alpha_weight_decay)
-        self.architect = Architect(self.model, cfg.order, self.w_rule)
         self.step = distributed_step(strategy, self.replica_fn)
+        self._warmup_step: Optional[StepFn] = None
 
     def replica_fn(self, train_batch: steps.Batch, val_batch: steps.Batch):
         """One search iteration on this replica: alpha step on val, then weight step on train."""
         val = steps.replica_step(self.model, self.a_rule, val_batch,
                                  self.architect.gradient_fn(train_batch))
-        train = steps.replica_step(self.model, self.w_rule, train_batch,
-                                   steps.plain_gradients(self.model, self.model.weight_variables))
-        return {"train": train, "val": val}
+        return {"train": self._weight_step(train_batch), "val": val}
+
+    def warmup_replica_fn(self, train_batch: steps.Batch, val_batch: steps.Batch):
+        """A warm-up iteration: the weight step only; the alphas are measured, not moved."""
+        return {"train": self._weight_step(train_batch),
+                "val": steps.forward_stats(self.model, val_batch)}
+
+    def _weight_step(self, train_batch: steps.Batch) -> steps.Stats:
+        return steps.replica_step(self.model, self.w_rule, train_batch,
+                                  steps.plain_gradients(self.model, self.model.weight_variables))
+
+    def step_for(self, epoch: int) -> StepFn:
+        """The warm-up step during ``search.warmup_epochs``, the bilevel step after."""
+        if epoch >= self.cfg.warmup_epochs:
+            return self.step
+        if self._warmup_step is None:
+            self._warmup_step = distributed_step(self.strategy, self.warmup_replica_fn)
+        return self._warmup_step
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """Trackables saved each epoch."""
         return tf.train.Checkpoint(model=self.model, w_opt=self.w_opt, a_opt=self.a_opt,
                                    epoch=self.epoch)
 
-    def set_lr(self, epoch: int) -> Dict[str, float]:
-        """Cosine weight learning rate for a 0-based epoch."""
-        lr = cosine_lr(epoch, self.cfg.epochs, self.cfg.w_lr, self.cfg.w_lr_min)
+    def begin_epoch(self, epoch: int) -> Dict[str, float]:
+        """Cosine weight learning rate and the remedies' schedules for a 0-based epoch."""
+        cfg = self.cfg
+        lr = cosine_lr(epoch, cfg.epochs, cfg.w_lr, cfg.w_lr_min)
         self.w_opt.learning_rate.assign(lr)
-        return {"lr": lr}
+        out = {"lr": lr}
+        if cfg.aux_skip > 0:
+            out["aux_skip"] = cfg.aux_skip * (1.0 - linear_ramp(epoch, cfg.epochs))
+            self.model.set_aux_skip(out["aux_skip"])
+        if cfg.beta_decay > 0:
+            out["beta_decay"] = cfg.beta_decay * linear_ramp(epoch, cfg.epochs)
+            self.architect.set_regularisation(out["beta_decay"])
+        return out
 
 
 class AlphaRecorder:
-    """Keeps the per-epoch softmaxed alphas and the current genotype on disk."""
+    """Keeps the per-epoch architecture weights and the current genotype on disk.
+
+    `contract.ALPHAS_FILE` holds ``normal``/``reduce`` ``(E, edges, K)`` softmaxed
+    alphas and, with edge normalisation, ``edge_normal``/``edge_reduce``
+    ``(E, edges)``, plus ``primitives`` and ``nodes``.
+    """
+
+    SERIES = ("normal", "reduce", "edge_normal", "edge_reduce")
 
     def __init__(self, model: SearchNetwork, out_dir: str) -> None:
         self.model, self.out_dir = model, out_dir
-        self.normal: List[np.ndarray] = []
-        self.reduce: List[np.ndarray] = []
+        self.series: Dict[str, List[np.ndarray]] = {}
 
     def resume(self, epochs_done: int) -> None:
         """Reloads the snapshots of finished epochs (drops any later ones)."""
-        path = os.path.join(self.out_dir, ALPHAS_FILE)
+        path = os.path.join(self.out_dir, contract.ALPHAS_FILE)
         if epochs_done and os.path.exists(path):
             with np.load(path) as f:
-                self.normal = list(f["normal"][:epochs_done])
-                self.reduce = list(f["reduce"][:epochs_done])
+                self.series = {k: list(f[k][:epochs_done]) for k in self.SERIES if k in f.files}
 
     def __call__(self, epoch: int, record: Dict[str, Any]) -> None:
         probs = self.model.export_probs()
-        self.normal.append(probs["normal"].astype(np.float32))
-        self.reduce.append(probs["reduce"].astype(np.float32))
+        for key in self.SERIES:
+            if key in probs:
+                self.series.setdefault(key, []).append(np.asarray(probs[key], np.float32))
         genotype = self.model.genotype()
         record["genotype"] = genotype.to_dict()
-        fileio.write_npz(os.path.join(self.out_dir, ALPHAS_FILE), normal=np.stack(self.normal),
-                         reduce=np.stack(self.reduce), primitives=np.array(probs["primitives"]),
-                         nodes=np.array(self.model.nodes))
-        fileio.write_json(os.path.join(self.out_dir, GENOTYPE_FILE), genotype.to_dict())
+        arrays = {k: np.stack(v) for k, v in self.series.items()}
+        fileio.write_npz(os.path.join(self.out_dir, contract.ALPHAS_FILE), **arrays,
+                         primitives=np.array(probs["primitives"]), nodes=np.array(self.model.nodes))
+        fileio.write_json(os.path.join(self.out_dir, contract.GENOTYPE_FILE), genotype.to_dict())
+
+
+def _eigen_hook(job: SearchJob, data: data_lib.PreparedData,
+                strategy: tf.distribute.Strategy) -> Optional[Callable[[int, Dict[str, Any]], None]]:
+    """Adds ``eigenvalue`` (dominant alpha-Hessian eigenvalue) to each epoch's record."""
+    cfg = job.cfg
+    if not cfg.eigen_batches:
+        return None
+    probe = data_lib.probe_dataset(data, cfg.batch_size, cfg.seed, cfg.eigen_batches)
+    hessian = AlphaHessian(job.model, strategy, probe, cfg.eigen_iters)
+
+    def hook(epoch: int, record: Dict[str, Any]) -> None:
+        record["eigenvalue"] = hessian.eigenvalue(seed=cfg.seed)
+
+    return hook
+
+
+def _chain(hooks: Sequence[Optional[Callable[[int, Dict[str, Any]], None]]]):
+    """One end-of-epoch hook calling `hooks` (None entries skipped) in order."""
+    def hook(epoch: int, record: Dict[str, Any]) -> None:
+        for h in hooks:
+            if h is not None:
+                h(epoch, record)
+
+    return hook
+
+
+def _early_stop(cfg: SearchConfig) -> Optional[Callable[[List[Dict[str, Any]]], bool]]:
+    """The R-DARTS rule on the history's eigenvalue trace (``search.early_stop=eigen``)."""
+    if cfg.early_stop != "eigen":
+        return None
+    return lambda history: rdarts_stop([r["eigenvalue"] for r in history], cfg.early_stop_window,
+                                       cfg.early_stop_factor, cfg.early_stop_min_epoch)
 
 
 def _steps_per_epoch(examples: int, batch: int, cap: int) -> int:
@@ -331,31 +428,24 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
     dataset = tf.data.Dataset.zip((train_ds, val_ds)).take(n_steps)
     dist = strategy.experimental_distribute_dataset(dataset)
     loop = EpochLoop("search", out_dir, job.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every)
+                     config.runtime.log_every, data.spec.target_std)
     recorder = AlphaRecorder(job.model, out_dir)
     header = {"dataset": data.spec.name, "task": job.task.to_dict(), "metric": job.task.metric_name,
-              "fingerprint": data.spec.fingerprint, "order": cfg.order}
+              "fingerprint": data.spec.fingerprint, "order": cfg.order,
+              "derivation": {"edge_normalisation": cfg.partial_channels > 1, "max_skips": cfg.max_skips}}
     start = loop.restore()
     recorder.resume(start)
-    history = loop.run(start, dist, job.step, job.set_lr, recorder, header)
+    hooks = [_eigen_hook(job, data, strategy), recorder]
+    history = loop.run(start, dist, job, _chain(hooks), header, _early_stop(cfg))
     params = int(sum(np.prod(v.shape) for v in job.model.weight_variables))
-    seconds = float(sum(r["seconds"] for r in history))
-    return SearchResult(job.model.genotype(), history, out_dir, seconds, params)
-
-
-MODEL_FILE = "model.keras"
-ModelFn = Callable[[], keras.Model]
+    return SearchResult(history, out_dir, _seconds(history), params, genotype=job.model.genotype())
 
 
 @dataclasses.dataclass(frozen=True)
-class RetrainResult:
-    """What a retrain produced (files are in `out_dir`)."""
+class RetrainResult(JobResult):
+    """A finished retrain and its trained model."""
 
-    model: keras.Model
-    history: List[Dict[str, Any]]
-    out_dir: str
-    seconds: float
-    params: int
+    model: TaskModel
 
 
 class TrainJob:
@@ -363,8 +453,7 @@ class TrainJob:
 
     Args:
         cfg: Retrain settings (lr schedule, momentum, decay, clip, seed).
-        model_fn: Builds the model (with ``task`` and, optionally, an auxiliary
-            head and ``set_drop_path``); called inside the strategy scope.
+        model_fn: Builds the `TaskModel`; called inside the strategy scope.
         strategy: Distribution strategy.
     """
 
@@ -391,22 +480,15 @@ class TrainJob:
         """Trackables saved each epoch."""
         return tf.train.Checkpoint(model=self.model, opt=self.opt, epoch=self.epoch)
 
-    def set_lr(self, epoch: int) -> Dict[str, float]:
-        """Cosine learning rate and drop-path ramp for a 0-based epoch."""
+    def step_for(self, epoch: int) -> StepFn:
+        """The one traced training step."""
+        return self.step
+
+    def begin_epoch(self, epoch: int) -> Dict[str, float]:
+        """Cosine learning rate and the model's epoch hook for a 0-based epoch."""
         lr = cosine_lr(epoch, self.cfg.epochs, self.cfg.lr, self.cfg.lr_min)
         self.opt.learning_rate.assign(lr)
-        out = {"lr": lr}
-        if hasattr(self.model, "set_drop_path"):
-            out["drop_path"] = float(self.model.set_drop_path(epoch, self.cfg.epochs))
-        return out
-
-
-def darts_model_fn(task: Task, genotype: Genotype, cfg: RetrainConfig) -> ModelFn:
-    """Builds the discrete network of `genotype` with the retrain settings."""
-    from tfdarts.network import Network
-
-    return lambda: Network(task, genotype, cells=cfg.cells, channels=cfg.channels,
-                           auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path)
+        return {"lr": lr, **self.model.on_epoch_begin(epoch, self.cfg.epochs)}
 
 
 class _TestCurve:
@@ -418,64 +500,60 @@ class _TestCurve:
 
     def __call__(self, epoch: int, record: Dict[str, Any]) -> None:
         if self.every and (epoch % self.every == 0 or epoch == self.total):
-            from tfdarts import evaluation
-
-            metrics = evaluation.evaluate(self.model, self.data, self.batch)
-            record["test_loss"] = metrics["loss"]
-            record["test_metric"] = metrics[self.data.spec.task.metric_name]
+            test = evaluation.evaluate(self.model, self.data, self.batch)
+            record["test_loss"] = test["loss"]
+            record["test_metric"] = test[self.data.spec.task.metric_name]
 
 
-def retrain(config: Config, data: data_lib.PreparedData, genotype: Optional[Genotype],
-            out_dir: str, strategy: Optional[tf.distribute.Strategy] = None,
-            model_fn: Optional[ModelFn] = None, name: str = "retrain",
-            epochs: int = 0) -> RetrainResult:
+def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_dir: str, *,
+            name: str = "retrain", epochs: int = 0,
+            strategy: Optional[tf.distribute.Strategy] = None) -> RetrainResult:
     """Trains a model from scratch on the full training split (resumable).
 
-    Files: ``history.json`` (per-epoch train loss/metric, lr, drop-path and,
-    every ``retrain.eval_every`` epochs, test loss/metric for learning curves),
-    ``model.keras``, ``genotype.json`` (when given) and ``checkpoints/``.
+    Files: `contract.HISTORY_FILE` (per-epoch train loss/metric, lr, what the
+    model's epoch hook set, and every ``retrain.eval_every`` epochs the test
+    loss/metric for learning curves), `contract.MODEL_FILE`,
+    `contract.GENOTYPE_FILE` (cell networks) and `contract.CHECKPOINT_DIR`.
 
     Args:
         config: Full config; uses ``config.retrain`` and ``config.runtime``.
         data: Prepared data.
-        genotype: Architecture to build (ignored when `model_fn` is given).
+        model_fn: Builds the model, e.g. ``tfdarts.network.model_fn(task, genotype, cfg)``.
         out_dir: Output folder; an existing checkpoint there is resumed.
-        strategy: Distribution strategy (default from ``config.runtime.devices``).
-        model_fn: Builds another model (baselines); default: the DARTS network.
         name: Job name in logs.
         epochs: Overrides ``retrain.epochs`` when > 0 (short budgets).
+        strategy: Distribution strategy (default from ``config.runtime.devices``).
 
     Returns:
         The trained model, its history and timing.
     """
-    cfg = config.retrain
-    if epochs:
-        cfg = dataclasses.replace(cfg, epochs=epochs)
+    cfg = dataclasses.replace(config.retrain, epochs=epochs) if epochs else config.retrain
     strategy = strategy or make_strategy(config.runtime.devices)
-    if model_fn is None and genotype is None:
-        raise ValueError("retrain needs a genotype or a model_fn")
-    model_fn = model_fn or darts_model_fn(data.spec.task, genotype, cfg)
     job = TrainJob(cfg, model_fn, strategy)
     dataset = data_lib.train_dataset(data, cfg.batch_size, cfg.seed, cfg.cutout)
     n_steps = _steps_per_epoch(len(data.y_train), cfg.batch_size, cfg.steps_per_epoch)
     dist = strategy.experimental_distribute_dataset(dataset.take(n_steps))
     loop = EpochLoop(name, out_dir, data.spec.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every)
+                     config.runtime.log_every, data.spec.target_std)
+    header = _retrain_header(data, job.model, out_dir)
+    hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
+    history = loop.run(loop.restore(), dist, job, hook, header)
+    export.save_model(job.model, os.path.join(out_dir, contract.MODEL_FILE))
+    params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
+    return RetrainResult(history, out_dir, _seconds(history), params, model=job.model)
+
+
+def _seconds(history: List[Dict[str, Any]]) -> float:
+    return float(sum(r["seconds"] for r in history))
+
+
+def _retrain_header(data: data_lib.PreparedData, model: TaskModel, out_dir: str) -> Dict[str, Any]:
+    """Keys of the retrain history besides ``epochs``; writes the genotype file."""
     header = {"dataset": data.spec.name, "task": data.spec.task.to_dict(),
               "metric": data.spec.task.metric_name, "fingerprint": data.spec.fingerprint,
-              "model": job.model.name}
-    if isinstance(getattr(job.model, "genotype", None), Genotype):
-        header["genotype"] = job.model.genotype.to_dict()
-        fileio.write_json(os.path.join(out_dir, GENOTYPE_FILE), header["genotype"])
-    hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
-    history = loop.run(loop.restore(), dist, job.step, job.set_lr, hook, header)
-    save_model(job.model, os.path.join(out_dir, MODEL_FILE))
-    params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
-    return RetrainResult(job.model, history, out_dir, float(sum(r["seconds"] for r in history)), params)
-
-
-def save_model(model: keras.Model, path: str) -> None:
-    """Saves the native ``.keras`` file atomically."""
-    tmp = os.path.join(os.path.dirname(path), ".tmp-" + os.path.basename(path))
-    model.save(tmp)
-    os.replace(tmp, path)
+              "model": model.name}
+    genotype = model.architecture()
+    if genotype is not None:
+        header["genotype"] = genotype.to_dict()
+        fileio.write_json(os.path.join(out_dir, contract.GENOTYPE_FILE), header["genotype"])
+    return header

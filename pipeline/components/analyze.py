@@ -8,9 +8,8 @@ from tfx.dsl.component.experimental.decorators import component
 
 from pipeline import artifacts
 from pipeline.components import common
+from tfdarts import contract
 from tfdarts.config import Config
-
-SUMMARY_FILE = "summary.json"
 
 
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
@@ -21,13 +20,12 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     ``summary.json`` (dataset, fingerprint, genotype, metrics, warnings).
     """
     from tfdarts import fileio, report
-    from tfdarts.evaluation import METRICS_FILE
 
     out = outputs["report"]
-    darts = fileio.read_json(os.path.join(inputs["evaluation"], METRICS_FILE))
+    darts = fileio.read_json(os.path.join(inputs["evaluation"], contract.METRICS_FILE))
     records = [darts]
     if inputs.get("baselines"):
-        records += fileio.read_json(os.path.join(inputs["baselines"], "records.json"))
+        records += fileio.read_json(os.path.join(inputs["baselines"], contract.RECORDS_FILE))
     dataset = common.read_properties(inputs["dataset"])
     metric = dataset.get("metric") or "accuracy"
     value = darts.get("metrics", {}).get(metric)
@@ -35,7 +33,7 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     if value is not None:
         title += f": test {metric} {value:.4f}"
     report.build_report(out, inputs["search"], inputs["model"], records, title=title)
-    stats = fileio.read_json(os.path.join(out, "stats.json"))
+    stats = fileio.read_json(os.path.join(out, contract.STATS_JSON))
     search_props = common.read_properties(inputs["search"])
     summary = {"dataset": darts.get("dataset"), "fingerprint": dataset.get("fingerprint"),
                "genotype": search_props.get("genotype"), "metric": metric, "value": value,
@@ -44,8 +42,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
                "train_seconds": darts.get("train_seconds"),
                "warnings": stats.get("warnings", []),
                "models": [r.get("model") for r in records], "config": config.to_dict()}
-    fileio.write_json(os.path.join(out, SUMMARY_FILE), summary)
-    props: Dict[str, Any] = {"report": "report.html", "results": "results.csv",
+    fileio.write_json(os.path.join(out, contract.SUMMARY_FILE), summary)
+    props: Dict[str, Any] = {"report": contract.REPORT_FILE, "results": contract.RESULTS_CSV,
                              "dataset": summary["dataset"], "fingerprint": summary["fingerprint"],
                              "metric": metric, "warnings": len(summary["warnings"]),
                              "models": summary["models"]}

@@ -1,5 +1,5 @@
 """Baselines: random search, ResNets and DARTS_V2 in the same code path
-(`tfdarts.evaluation.run_baselines`); only with ``--baselines``."""
+(`tfdarts.baselines.run_baselines`); only with ``--baselines``."""
 
 import os
 from typing import Any, Dict, Mapping
@@ -9,27 +9,26 @@ from tfx.dsl.component.experimental.decorators import component
 
 from pipeline import artifacts
 from pipeline.components import common
+from tfdarts import contract
 from tfdarts.config import Config
-
-RECORDS_FILE = "records.json"
 
 
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         work_dir: str) -> Dict[str, Dict[str, Any]]:
     """Trains and evaluates ``config.baselines.include`` (resuming from `work_dir`).
 
-    Writes ``records.json`` (list of result records) and ``<name>/`` (each
+    Writes `contract.RECORDS_FILE` (list of result records) and ``<name>/`` (each
     baseline's evaluation folder, with its SavedModel) to ``outputs["baselines"]``.
     """
     from tfdarts import data as data_lib
-    from tfdarts import evaluation, fileio
+    from tfdarts import baselines, fileio
 
     data = data_lib.load_prepared(inputs["dataset"])
-    records = evaluation.run_baselines(config, data, work_dir)
+    records = baselines.run_baselines(config, data, work_dir)
     out = outputs["baselines"]
     for name in config.baselines.include:
         common.copy_files(os.path.join(work_dir, name), os.path.join(out, name), ["eval"])
-    fileio.write_json(os.path.join(out, RECORDS_FILE), records)
+    fileio.write_json(os.path.join(out, contract.RECORDS_FILE), records)
     props: Dict[str, Any] = {"dataset": data.spec.name, "fingerprint": data.spec.fingerprint,
                              "models": [r["model"] for r in records]}
     metric = data.spec.task.metric_name

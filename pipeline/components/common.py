@@ -28,12 +28,10 @@ import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 from tfdarts import fileio
+from tfdarts.contract import PROPERTIES_FILE
 from tfdarts.config import Config, from_dict
 
 log = logging.getLogger("tfdarts.pipeline")
-
-PROPERTIES_FILE = "properties.json"
-"""Per-artifact JSON copy of the custom properties (written last)."""
 
 StepFn = Callable[[Config, Mapping[str, str], Mapping[str, str], str], Dict[str, Dict[str, Any]]]
 

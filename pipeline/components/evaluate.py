@@ -7,6 +7,7 @@ from tfx.dsl.component.experimental.decorators import component
 
 from pipeline import artifacts
 from pipeline.components import common
+from tfdarts import contract
 from tfdarts.config import Config
 
 
@@ -29,7 +30,7 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         "model": record["model"], "dataset": data.spec.name, "fingerprint": data.spec.fingerprint,
         "metric": data.spec.task.metric_name, "params": record["params"],
         "search_seconds": record.get("search_seconds"), "train_seconds": record.get("train_seconds"),
-        "saved_model": evaluation.SAVED_MODEL_DIR, "metrics": record["metrics"]}
+        "saved_model": contract.SAVED_MODEL_DIR, "metrics": record["metrics"]}
     props.update({name: float(value) for name, value in record["metrics"].items()})
     return {"evaluation": props}
 

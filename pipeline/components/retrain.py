@@ -8,9 +8,10 @@ from tfx.dsl.component.experimental.decorators import component
 
 from pipeline import artifacts
 from pipeline.components import common
+from tfdarts import contract
 from tfdarts.config import Config
 
-FILES = ("model.keras", "history.json", "genotype.json")
+FILES = (contract.MODEL_FILE, contract.HISTORY_FILE, contract.GENOTYPE_FILE)
 
 
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
@@ -21,15 +22,16 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         Model properties: parameters, epochs, seconds, last train/test metrics, genotype.
     """
     from tfdarts import data as data_lib
-    from tfdarts import fileio, trainer
+    from tfdarts import fileio, network, trainer
     from tfdarts.genotype import Genotype
-    from tfdarts.network import count_params
+    from tfdarts.model import count_params
 
     data = data_lib.load_prepared(inputs["dataset"])
-    genotype = Genotype.load(os.path.join(inputs["search"], trainer.GENOTYPE_FILE))
-    result = trainer.retrain(config, data, genotype, work_dir)
+    genotype = Genotype.load(os.path.join(inputs["search"], contract.GENOTYPE_FILE))
+    model_fn = network.model_fn(data.spec.task, genotype, config.retrain)
+    result = trainer.retrain(config, data, model_fn, work_dir)
     common.copy_files(work_dir, outputs["model"], FILES)
-    history = fileio.read_json(os.path.join(work_dir, trainer.HISTORY_FILE))
+    history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"model": {
         "genotype": genotype.to_dict(), "dataset": data.spec.name,
         "fingerprint": data.spec.fingerprint, "metric": data.spec.task.metric_name,

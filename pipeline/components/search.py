@@ -8,9 +8,10 @@ from tfx.dsl.component.experimental.decorators import component
 
 from pipeline import artifacts
 from pipeline.components import common
+from tfdarts import contract
 from tfdarts.config import Config
 
-FILES = ("genotype.json", "alphas.npz", "history.json")
+FILES = (contract.GENOTYPE_FILE, contract.ALPHAS_FILE, contract.HISTORY_FILE)
 
 
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
@@ -26,7 +27,7 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     data = data_lib.load_prepared(inputs["dataset"])
     result = trainer.search(config, data, work_dir)
     common.copy_files(work_dir, outputs["search"], FILES)
-    history = fileio.read_json(os.path.join(work_dir, trainer.HISTORY_FILE))
+    history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"search": {
         "genotype": result.genotype.to_dict(), "dataset": data.spec.name,
         "fingerprint": data.spec.fingerprint, "metric": data.spec.task.metric_name,

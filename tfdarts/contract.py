@@ -1,0 +1,78 @@
+"""The on-disk contract: every file, folder, artifact type and dataset name (no TensorFlow).
+
+The library writes these files, the pipeline's components copy and read them,
+`tfdarts.analysis`, `pipeline.compare` and the tests read them back; all of
+them take the names from here.
+"""
+
+from __future__ import annotations
+
+from typing import Tuple
+
+# --- a search or retrain folder -----------------------------------------------------------
+HISTORY_FILE = "history.json"
+"""Per-epoch records: losses, metrics, learning rates (and genotype, in a search)."""
+ALPHAS_FILE = "alphas.npz"
+"""Softmaxed alphas per epoch: ``normal``/``reduce`` ``(E, edges, K)``, ``primitives``, ``nodes``."""
+GENOTYPE_FILE = "genotype.json"
+"""A `tfdarts.genotype.Genotype` as JSON."""
+BEST_GENOTYPE_FILE = "best_genotype.json"
+"""The genotype random search selected."""
+CHECKPOINT_DIR = "checkpoints"
+"""TensorFlow checkpoints of a resumable job."""
+MODEL_FILE = "model.keras"
+"""The native Keras file of a trained model."""
+
+# --- an evaluation folder -----------------------------------------------------------------
+METRICS_FILE = "metrics.json"
+"""The result record of one model (see `tfdarts.evaluation`)."""
+CONFUSION_FILE = "confusion.json"
+"""Classification only: ``{"classes": [...], "matrix": [[...]]}``."""
+SAVED_MODEL_DIR = "saved_model"
+"""The serving export (SavedModel plus `SPEC_FILE` and `GENOTYPE_FILE`)."""
+
+# --- prepared data ------------------------------------------------------------------------
+SPEC_FILE = "spec.json"
+"""A `tfdarts.data.DataSpec` as JSON (also inside every export)."""
+ARRAYS_FILE = "arrays.npz"
+"""The prepared, normalisable arrays."""
+
+# --- a report folder ----------------------------------------------------------------------
+REPORT_FILE = "report.html"
+STATS_CSV = "stats.csv"
+STATS_JSON = "stats.json"
+RESULTS_CSV = "results.csv"
+RESULTS_MD = "results.md"
+SUMMARY_FILE = "summary.json"
+FIGURES_DIR = "figures"
+
+# --- baselines ----------------------------------------------------------------------------
+RECORDS_FILE = "records.json"
+"""A list of result records, one per baseline."""
+
+# --- a pipeline run folder ----------------------------------------------------------------
+METADATA_FILE = "metadata.sqlite"
+"""The ML Metadata store."""
+PROPERTIES_FILE = "properties.json"
+"""Inside every artifact folder: its custom properties."""
+OUTPUTS_FILE = "outputs.json"
+"""Where a run's final artifacts are."""
+PIPELINE_ROOT_DIR = "artifacts"
+WORK_DIR = "work"
+
+# --- artifact types (ML Metadata type names) ----------------------------------------------
+DATASET_TYPE = "tfdarts.Dataset"
+SEARCH_RESULT_TYPE = "tfdarts.SearchResult"
+MODEL_TYPE = "tfdarts.Model"
+EVALUATION_TYPE = "tfdarts.Evaluation"
+BASELINES_TYPE = "tfdarts.Baselines"
+REPORT_TYPE = "tfdarts.Report"
+ARTIFACT_TYPES: Tuple[str, ...] = (DATASET_TYPE, SEARCH_RESULT_TYPE, MODEL_TYPE, EVALUATION_TYPE,
+                                   BASELINES_TYPE, REPORT_TYPE)
+
+# --- datasets -----------------------------------------------------------------------------
+TFDS_DATASETS: Tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn_cropped")
+"""TFDS image-classification sets known by name (any other TFDS name works too)."""
+LOCAL_DATASETS: Tuple[str, ...] = ("graphene_kirigami", "idx", "npz")
+"""Names that read local files from ``data.data_dir``."""
+KNOWN_DATASETS: Tuple[str, ...] = TFDS_DATASETS + LOCAL_DATASETS
