@@ -242,7 +242,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 prepared.clear()
                 prepared[key] = data_lib.prepare(config.data)
             print(f"[{time.strftime('%H:%M:%S')}] {dataset} {method} seed {seed}", flush=True)
-            summary = run_one(config, prepared[key], folder)
+            try:
+                summary = run_one(config, prepared[key], folder)
+            except Exception as err:  # one failed run must not stop the grid; it is retried on rerun
+                print(f"[{time.strftime('%H:%M:%S')}] FAILED {dataset} {method} seed {seed}: "
+                      f"{type(err).__name__}: {err}", flush=True)
+                continue
             fileio.write_json(os.path.join(folder, "summary.json"), summary)
             write_doc(args.doc, collect(args))
     write_doc(args.doc, collect(args))

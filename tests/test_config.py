@@ -53,3 +53,34 @@ def test_config_is_frozen():
     cfg = C.Config()
     with pytest.raises(Exception):
         cfg.search.epochs = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("override, allowed", [
+    ("search.seed=-1", ">= 0"), ("runtime.devices=-2", ">= 0"), ("search.stem_multiplier=0", ">= 1"),
+    ("search.w_lr=nan", "> 0"), ("retrain.lr=inf", "> 0"), ("retrain.drop_path=1.5", "[0, 1)"),
+    ("retrain.cutout=-3", ">= 0"), ("search.steps_per_epoch=-1", ">= 0"),
+    ("data.test_fraction=1", "(0, 1)"), ("search.alpha_beta2=1", "[0, 1)"),
+    ("baselines.random_samples=0", ">= 1"), ("runtime.log_every=-5", ">= 0"),
+    ("search.partial_channels=3", "divide search.channels"), ("search.warmup_epochs=50", "0 .. search.epochs"),
+])
+def test_out_of_range_values_name_key_value_and_range(override, allowed):
+    key, value = override.split("=")
+    with pytest.raises(C.ConfigError) as err:
+        C.load_config(overrides=[override])
+    message = str(err.value)
+    assert key in message and allowed in message
+    assert "\n" not in message
+
+
+def test_every_numeric_field_has_a_range():
+    import dataclasses
+    import typing
+
+    for section, ranges in C.RANGES.items():
+        cls = typing.get_type_hints(C.Config)[section]
+        numeric = {f.name for f in dataclasses.fields(cls)
+                   if typing.get_type_hints(cls)[f.name] in (int, float)}
+        special = {"order", "partial_channels", "warmup_epochs", "max_skips", "eigen_batches",
+                   "eigen_iters", "early_stop_window", "early_stop_factor", "early_stop_min_epoch",
+                   "beta_decay", "aux_skip"}  # checked with their own rules
+        assert numeric - special <= set(ranges), (section, numeric - special - set(ranges))

@@ -8,6 +8,7 @@ fields as ``section.field`` (e.g. ``search.epochs=10``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
 
@@ -273,14 +274,14 @@ def validate(config: Config) -> None:
         ConfigError: The first problem, naming ``section.key`` and the allowed values.
     """
     validate_data(config.data)
-    s, r = config.search, config.retrain
+    s = config.search
+    _raise_first([(s.order in (1, 2), f"search.order must be 1 or 2, got {s.order}")])
+    for section in ("search", "retrain", "baselines", "runtime"):
+        _check_ranges(section, getattr(config, section))
     _raise_first([
-        (s.order in (1, 2), f"search.order must be 1 or 2, got {s.order}"),
-        (s.cells >= 1 and r.cells >= 1, "cells must be >= 1"),
-        (s.channels >= 1 and r.channels >= 1, "channels must be >= 1"),
-        (s.nodes >= 1, "search.nodes must be >= 1"),
-        (s.batch_size >= 1 and r.batch_size >= 1, "batch_size must be >= 1"),
-        (s.epochs >= 1 and r.epochs >= 1, "epochs must be >= 1"),
+        (s.w_lr_min <= s.w_lr, f"search.w_lr_min={s.w_lr_min} exceeds search.w_lr={s.w_lr}"),
+        (config.retrain.lr_min <= config.retrain.lr,
+         f"retrain.lr_min={config.retrain.lr_min} exceeds retrain.lr={config.retrain.lr}"),
     ])
     _validate_remedies(s)
     try:
@@ -294,8 +295,10 @@ EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
 
 def _validate_remedies(s: SearchConfig) -> None:
     _raise_first([
-        (s.beta_decay >= 0.0, f"search.beta_decay={s.beta_decay}; use a value >= 0 (0 = off)"),
-        (s.aux_skip >= 0.0, f"search.aux_skip={s.aux_skip}; use a value >= 0 (0 = off)"),
+        (math.isfinite(s.beta_decay) and s.beta_decay >= 0.0,
+         f"search.beta_decay={s.beta_decay}; use a finite value >= 0 (0 = off)"),
+        (math.isfinite(s.aux_skip) and s.aux_skip >= 0.0,
+         f"search.aux_skip={s.aux_skip}; use a finite value >= 0 (0 = off)"),
         (s.partial_channels >= 1, f"search.partial_channels={s.partial_channels}; use 1 (off) or more"),
         (s.channels % s.partial_channels == 0,
          f"search.partial_channels={s.partial_channels} must divide search.channels={s.channels}"),
@@ -308,7 +311,8 @@ def _validate_remedies(s: SearchConfig) -> None:
         (s.early_stop != "eigen" or s.eigen_batches > 0,
          "search.early_stop=eigen needs search.eigen_batches >= 1"),
         (s.early_stop_window >= 1, f"search.early_stop_window={s.early_stop_window}; use 1 or more"),
-        (s.early_stop_factor > 1.0, f"search.early_stop_factor={s.early_stop_factor}; use a value > 1"),
+        (math.isfinite(s.early_stop_factor) and s.early_stop_factor > 1.0,
+         f"search.early_stop_factor={s.early_stop_factor}; use a finite value > 1"),
         (s.early_stop_min_epoch >= 2 * s.early_stop_window,
          f"search.early_stop_min_epoch={s.early_stop_min_epoch}; use at least 2 * "
          f"search.early_stop_window ({2 * s.early_stop_window})"),
@@ -321,13 +325,61 @@ def validate_data(cfg: DataConfig) -> None:
     Raises:
         ConfigError: The first problem, naming ``data.key`` and the allowed values.
     """
+    _check_ranges("data", cfg)
     _raise_first([
         (bool(cfg.name), "data.name is empty; use one of " + ", ".join(KNOWN_DATASETS)),
         (cfg.split in SPLITS, f"data.split={cfg.split!r}; use {' or '.join(SPLITS)}"),
-        (0.0 < cfg.test_fraction < 1.0, f"data.test_fraction={cfg.test_fraction}; use a value in (0, 1)"),
-        (cfg.max_train >= 0 and cfg.max_test >= 0, "data.max_train/max_test must be >= 0 (0 = all)"),
         (cfg.augment in AUGMENTS, f"data.augment={cfg.augment!r}; use {', '.join(AUGMENTS)}"),
     ])
+
+
+# (low, high, low inclusive, high inclusive); None = unbounded on that side
+_AT_LEAST_1 = (1, None, True, False)
+_AT_LEAST_0 = (0, None, True, False)
+_POSITIVE = (0, None, False, False)
+_UNIT_OPEN = (0, 1, True, False)  # [0, 1)
+
+RANGES: Dict[str, Dict[str, Tuple[Any, Any, bool, bool]]] = {
+    "data": {"test_fraction": (0, 1, False, False), "max_train": _AT_LEAST_0,
+             "max_test": _AT_LEAST_0, "seed": _AT_LEAST_0},
+    "search": {"cells": _AT_LEAST_1, "channels": _AT_LEAST_1, "nodes": _AT_LEAST_1,
+               "stem_multiplier": _AT_LEAST_1, "epochs": _AT_LEAST_1, "batch_size": _AT_LEAST_1,
+               "steps_per_epoch": _AT_LEAST_0, "w_lr": _POSITIVE, "w_lr_min": _AT_LEAST_0,
+               "w_momentum": _UNIT_OPEN, "w_weight_decay": _AT_LEAST_0, "grad_clip": _AT_LEAST_0,
+               "alpha_lr": _POSITIVE, "alpha_beta1": _UNIT_OPEN, "alpha_beta2": _UNIT_OPEN,
+               "alpha_weight_decay": _AT_LEAST_0, "seed": _AT_LEAST_0},
+    "retrain": {"cells": _AT_LEAST_1, "channels": _AT_LEAST_1, "epochs": _AT_LEAST_1,
+                "batch_size": _AT_LEAST_1, "steps_per_epoch": _AT_LEAST_0, "lr": _POSITIVE,
+                "lr_min": _AT_LEAST_0, "momentum": _UNIT_OPEN, "weight_decay": _AT_LEAST_0,
+                "grad_clip": _AT_LEAST_0, "cutout": _AT_LEAST_0, "drop_path": _UNIT_OPEN,
+                "auxiliary_weight": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "seed": _AT_LEAST_0},
+    "baselines": {"random_samples": _AT_LEAST_1, "random_epochs": _AT_LEAST_1,
+                  "resnet_epochs": _AT_LEAST_0},
+    "runtime": {"devices": _AT_LEAST_0, "log_every": _AT_LEAST_0},
+}
+"""Allowed interval of every numeric field, by section (checked by `validate`)."""
+
+
+def _interval(low: Any, high: Any, low_in: bool, high_in: bool) -> str:
+    if high is None:
+        return f"{'>=' if low_in else '>'} {low}"
+    return f"{'[' if low_in else '('}{low}, {high}{']' if high_in else ')'}"
+
+
+def _in_range(value: float, low: Any, high: Any, low_in: bool, high_in: bool) -> bool:
+    if not math.isfinite(value):
+        return False
+    above = value >= low if low_in else value > low
+    below = high is None or (value <= high if high_in else value < high)
+    return above and below
+
+
+def _check_ranges(section: str, values: Any) -> None:
+    """Raises ConfigError naming ``section.key``, the value and the allowed interval."""
+    for key, bounds in RANGES[section].items():
+        value = getattr(values, key)
+        if not _in_range(float(value), *bounds):
+            raise ConfigError(f"{section}.{key}={value} is out of range; allowed: {_interval(*bounds)}")
 
 
 def _raise_first(checks: Sequence[Tuple[bool, str]]) -> None:
