@@ -159,7 +159,7 @@ def _component_factory(step: StepSpec) -> Any:
 def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
                     baselines: bool = False, work_root: Optional[str] = None,
                     version: Optional[str] = None, name: Optional[str] = None,
-                    enable_cache: bool = True) -> Any:
+                    enable_cache: bool = True, source_fingerprint: str = "") -> Any:
     """Builds the TFX pipeline (pure: reads no flags, runs nothing).
 
     Args:
@@ -172,6 +172,9 @@ def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
         version: Code version parameter (default `code_version()`).
         name: Pipeline name (default `pipeline_name(config)`).
         enable_cache: Reuse outputs of finished executions with identical inputs.
+        source_fingerprint: Content hash of the local data files
+            (`tfdarts.data.source_fingerprint`), a parameter of the ingest step so
+            that an edited data file invalidates its cache and everything downstream.
 
     Returns:
         A ``tfx.orchestration.pipeline.Pipeline``.
@@ -184,7 +187,7 @@ def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
         work_root = os.path.join(os.path.dirname(os.path.abspath(pipeline_root)), WORK_DIR)
     components: Dict[str, Any] = {}
     for step in active_steps(baselines):
-        kwargs: Dict[str, Any] = {}
+        kwargs: Dict[str, Any] = {"source_fingerprint": source_fingerprint} if step.name == "ingest" else {}
         for key, _ in step.inputs:
             producer, output = step.producer(key)
             kwargs[key] = components[producer].outputs[output]

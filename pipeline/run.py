@@ -89,6 +89,15 @@ def _check_data(config: Any) -> None:
                  ".npz file or the kirigami folder")
 
 
+def _source_fingerprint(config: Any) -> str:
+    from tfdarts import data as data_lib
+
+    started = time.time()
+    fingerprint = data_lib.source_fingerprint(config.data)
+    log.info("data files fingerprint %s (%.1f s)", fingerprint[:16] or "none", time.time() - started)
+    return fingerprint
+
+
 def _install_signal_handlers() -> None:
     def handler(signum, frame):  # noqa: ARG001
         raise Interrupted(signal.Signals(signum).name)
@@ -192,7 +201,7 @@ def main(argv: List[str]) -> int:
     tfx_pipeline = pipeline_lib.create_pipeline(
         config, os.path.join(run_dir, pipeline_lib.PIPELINE_ROOT_DIR), store_path,
         baselines=FLAGS.baselines, work_root=os.path.join(run_dir, pipeline_lib.WORK_DIR),
-        name=name, enable_cache=FLAGS.cache)
+        name=name, enable_cache=FLAGS.cache, source_fingerprint=_source_fingerprint(config))
     steps = [s.name for s in pipeline_lib.active_steps(FLAGS.baselines)]
     log.info("run folder %s; steps %s; log %s", run_dir, " -> ".join(steps), log_file)
     started = time.time()

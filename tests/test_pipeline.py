@@ -259,3 +259,33 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
         ("Evaluate", "COMPLETE"), ("Analyze", "COMPLETE")]
     history = json.load(open(os.path.join(folder, "search", contract.HISTORY_FILE)))
     assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]
+
+
+def test_a_one_byte_data_edit_reruns_ingest_and_downstream(tmp_path):
+    import gzip
+    import shutil
+
+    data = tmp_path / "idx"
+    data.mkdir()
+    for name in os.listdir(FASHION_DIR):
+        if name.endswith(".gz"):
+            with gzip.open(os.path.join(FASHION_DIR, name)) as src, open(data / name[:-3], "wb") as dst:
+                shutil.copyfileobj(src, dst)
+    args = ["-m", "pipeline.run", "--preset", "tiny", "--dataset", "fashion_mnist", "--override",
+            f"data.data_dir={data}", "--output_dir", str(tmp_path / "runs")]
+    assert _run(args).returncode == 0
+    folder = str(tmp_path / "runs" / "fashion_mnist-tiny")
+    first = json.load(open(os.path.join(folder, "dataset", contract.SPEC_FILE)))["fingerprint"]
+    before = _executions(_open_store(folder))
+    labels = data / "train-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[8] = (raw[8] + 1) % 10  # the first training label
+    labels.write_bytes(bytes(raw))
+    proc = _run(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    new = _executions(_open_store(folder))[len(before):]
+    assert sorted(e["component"] for e in new) == sorted(COMPONENTS)
+    assert all(e["state"] == "COMPLETE" for e in new), new
+    second = json.load(open(os.path.join(folder, "dataset", contract.SPEC_FILE)))["fingerprint"]
+    assert second != first
+    assert second[:12] in _run(["-m", "pipeline.lineage", folder]).stdout

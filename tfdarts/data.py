@@ -48,7 +48,7 @@ from tfdarts.task import CLASSIFICATION, REGRESSION, Task
 
 __all__ = ["DataError", "KNOWN_DATASETS", "DataSpec", "PreparedData", "prepare", "save_prepared",
            "load_prepared", "normalize_inputs", "standardize_targets", "destandardize_targets",
-           "search_split", "search_datasets", "probe_dataset", "train_dataset", "eval_dataset"]
+           "source_fingerprint", "search_split", "search_datasets", "probe_dataset", "train_dataset", "eval_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,28 @@ def prepare(cfg: DataConfig) -> PreparedData:
     task = _make_task(raw, arrays)
     spec = _make_spec(cfg, raw, task, arrays, split)
     return PreparedData(spec, *arrays)
+
+
+def source_fingerprint(cfg: DataConfig) -> str:
+    """Sha256 of the local source files' contents (what `prepare` will read), or "".
+
+    Hashes every regular file under ``cfg.data_dir`` (a file or a folder, relative
+    paths and contents, in sorted order), so an edit of any byte changes it. With
+    no ``data_dir`` (TFDS, or Debian's Fashion-MNIST folder) it hashes Debian's
+    folder when `prepare` would read it, and is "" otherwise.
+    """
+    path = cfg.data_dir or (sources.DEBIAN_FASHION_MNIST if cfg.name == "fashion_mnist" else "")
+    if not path or not os.path.exists(path):
+        return ""
+    files = [path] if os.path.isfile(path) else sorted(
+        os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
+    h = hashlib.sha256()
+    for file in files:
+        h.update(os.path.relpath(file, path).encode())
+        with open(file, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
 
 
 def _load_source(cfg: DataConfig) -> sources.Raw:

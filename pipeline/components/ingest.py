@@ -32,6 +32,11 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
 
 @component
 def Ingest(dataset: OutputArtifact[artifacts.Dataset], config_json: Parameter[str],
-           code_version: Parameter[str], work_root: Parameter[str] = "") -> None:
-    """TFX wrapper of `run`."""
+           code_version: Parameter[str], work_root: Parameter[str] = "",
+           source_fingerprint: Parameter[str] = "") -> None:
+    """TFX wrapper of `run`.
+
+    ``source_fingerprint`` (the local files' content hash) is unused here: it is a
+    parameter only so that TFX's cache key changes when the data files do.
+    """
     common.run_tfx("ingest", run, {}, {"dataset": dataset}, config_json, code_version, work_root)
