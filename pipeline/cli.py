@@ -9,16 +9,20 @@ the current folder).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import struct
 import sys
 import time
-from typing import Dict, List, NoReturn, Optional, Sequence
+import zipfile
+import zlib
+from typing import Dict, List, NoReturn, Optional, Sequence, Tuple, Type
 
 from tfdarts.progress import format_duration
 
 __all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "fail",
-           "configure_logging", "EtaFilter"]
+           "ArgumentParser", "READ_ERRORS", "file_error", "configure_logging", "EtaFilter"]
 
 CONFIG_DIR = os.environ.get("TFDARTS_CONFIG_DIR") or os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
@@ -89,6 +93,39 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.stderr.write(f"error: {text}\n")
     sys.stderr.flush()
     raise SystemExit(code)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` whose usage errors are one ``error:`` line (exit code 2)
+    instead of the usage text followed by the message."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(f"{message} (see {self.prog} --help)")
+
+
+READ_ERRORS: Tuple[Type[BaseException], ...] = (
+    OSError, EOFError, ValueError, KeyError, TypeError, IndexError, zipfile.BadZipFile,
+    zlib.error, struct.error)
+"""What reading a truncated or corrupt file raises: ``json``, ``numpy.load`` (zip,
+pickle and header errors), ``pandas.read_csv`` (its parser errors are ValueErrors),
+undecodable text, and missing keys or wrong types in the parsed content."""
+
+
+def file_error(path: str, err: BaseException) -> str:
+    """One line saying `path` cannot be used because of `err`, naming the file once.
+
+    Messages that already name `path` (the library's own checks) are kept as they
+    are; others (``File is not a zip file``, ``Expecting value: line 1 column 1``)
+    get the file and the exception type in front.
+    """
+    if isinstance(err, OSError) and err.strerror:
+        return f"cannot read {path}: {err.strerror}"
+    text = str(err).strip() or "no details"
+    if path in text:
+        return text
+    if isinstance(err, EOFError):
+        return f"{path} is empty or truncated ({type(err).__name__}: {text})"
+    return f"{path} is corrupt or not in the expected format ({type(err).__name__}: {text})"
 
 
 def quiet_libraries(import_tensorflow: bool = False) -> None:
