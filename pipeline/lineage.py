@@ -14,11 +14,12 @@ The module also holds the ML Metadata queries the runner uses (`latest_run`,
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from tfdarts import contract
 from tfdarts.contract import METADATA_FILE
@@ -28,9 +29,46 @@ from tfdarts.progress import format_duration
 # ----------------------------------------------------------------------------- store access
 
 
+class StoreError(RuntimeError):
+    """An ML Metadata store file that cannot be opened or read: empty, corrupt, or an
+    SQLite database without ML Metadata's tables. The message names the file."""
+
+
+def _reason(err: BaseException) -> str:
+    """The SQLite reason of an ML Metadata error, without the query text."""
+    text = str(err).replace("Error when executing query: ", "", 1)
+    return text.split(" query:", 1)[0].strip() or type(err).__name__
+
+
+def _store_error(path: str, err: BaseException) -> StoreError:
+    """A `StoreError` naming `path` for an error ML Metadata raised on it."""
+    reason = _reason(err)
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return StoreError(f"{path} is empty (0 bytes), not an ML Metadata store")
+    if "readonly database" in reason:
+        return StoreError(f"{path} is an SQLite database without ML Metadata tables")
+    return StoreError(f"{path} is not a readable ML Metadata store ({reason})")
+
+
+@contextlib.contextmanager
+def reading(path: str) -> Iterator[None]:
+    """Turns ML Metadata errors raised while querying the store `path` into `StoreError`."""
+    from ml_metadata import errors
+
+    try:
+        yield
+    except errors.StatusError as err:
+        raise _store_error(path, err) from None
+
+
 def open_store(path: str, readonly: bool = True) -> Any:
-    """An ``ml_metadata`` MetadataStore on the SQLite file `path`."""
-    from ml_metadata import metadata_store
+    """An ``ml_metadata`` MetadataStore on the SQLite file `path`.
+
+    Raises:
+        FileNotFoundError: `path` is not a file.
+        StoreError: The file is empty (when `readonly`), corrupt or not a store.
+    """
+    from ml_metadata import errors, metadata_store
     from ml_metadata.proto import metadata_store_pb2
 
     if not os.path.isfile(path):
@@ -40,7 +78,10 @@ def open_store(path: str, readonly: bool = True) -> Any:
     config.sqlite.connection_mode = (metadata_store_pb2.SqliteMetadataSourceConfig.READONLY
                                      if readonly else
                                      metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE)
-    return metadata_store.MetadataStore(config)
+    try:
+        return metadata_store.MetadataStore(config)
+    except (RuntimeError, errors.StatusError) as err:  # SQLite errors come as either
+        raise _store_error(path, err) from None
 
 
 def _value(value: Any) -> Any:
@@ -89,20 +130,24 @@ def fail_stale_executions(store_path: str) -> int:
 
     Returns:
         How many executions were marked.
+
+    Raises:
+        StoreError: The store is corrupt or not an ML Metadata store.
     """
     from ml_metadata.proto import metadata_store_pb2 as pb
 
     if not os.path.isfile(store_path):
         return 0
     store = open_store(store_path, readonly=False)
-    stale = [e for e in store.get_executions()
-             if e.last_known_state in (pb.Execution.RUNNING, pb.Execution.NEW)]
-    for execution in stale:
-        execution.last_known_state = pb.Execution.FAILED
-        execution.custom_properties["tfdarts_note"].string_value = (
-            "process ended while running; marked FAILED by the next run")
-    if stale:
-        store.put_executions(stale)
+    with reading(store_path):
+        stale = [e for e in store.get_executions()
+                 if e.last_known_state in (pb.Execution.RUNNING, pb.Execution.NEW)]
+        for execution in stale:
+            execution.last_known_state = pb.Execution.FAILED
+            execution.custom_properties["tfdarts_note"].string_value = (
+                "process ended while running; marked FAILED by the next run")
+        if stale:
+            store.put_executions(stale)
     return len(stale)
 
 
@@ -122,10 +167,19 @@ def latest_run(store_path: str, pipeline_name: str) -> Optional[Dict[str, Any]]:
     Returns:
         ``{"pipeline", "run", "steps": [{"step", "execution", "state", "outputs":
         {key: {"id", "type", "uri", "properties"}}}]}`` in execution order, or None.
+
+    Raises:
+        StoreError: The store is corrupt or not an ML Metadata store.
     """
+    store = open_store(store_path)
+    with reading(store_path):
+        return _latest_run(store, pipeline_name)
+
+
+def _latest_run(store: Any, pipeline_name: str) -> Optional[Dict[str, Any]]:
+    """`latest_run` on an open store."""
     from ml_metadata.proto import metadata_store_pb2 as pb
 
-    store = open_store(store_path)
     pipeline_ctx = store.get_context_by_type_and_name("pipeline", pipeline_name)
     if pipeline_ctx is None:
         return None
@@ -249,7 +303,9 @@ def _config_of(executions: Sequence[Any]) -> Dict[str, Any]:
         if isinstance(text, dict):
             merged.update(text)
         elif isinstance(text, str) and text:
-            merged.update(json.loads(text))
+            with contextlib.suppress(ValueError):  # shown as far as it parses
+                parsed = json.loads(text)
+                merged.update(parsed if isinstance(parsed, dict) else {})
     return merged
 
 
@@ -355,29 +411,38 @@ def describe(store: Any, store_path: str, path: str, target: Any) -> List[str]:
     return lines
 
 
+def _quiet_mlmd() -> None:
+    """Hides ML Metadata's own report of a failed query (a WARNING with the whole SQL
+    text): the command says what went wrong in its one ``error:`` line."""
+    import logging
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point."""
-    import argparse
-
     from pipeline import cli
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline.lineage",
-                                     description="Print the ML Metadata lineage of a run folder, "
-                                                 "SavedModel, genotype or other artifact file.")
+    parser = cli.ArgumentParser(prog="python -m pipeline.lineage",
+                                description="Print the ML Metadata lineage of a run folder, "
+                                            "SavedModel, genotype or other artifact file.")
     parser.add_argument("path", help="run folder, or a file/folder inside an artifact")
     parser.add_argument("--store", default="", help="ML Metadata SQLite file (default: found "
                                                     "in PATH or its parents)")
     args = parser.parse_args(argv)
     cli.quiet_libraries()
+    _quiet_mlmd()
     if not os.path.exists(args.path):
         cli.fail(f"{args.path} does not exist")
     try:
         store_path = os.path.abspath(args.store) if args.store else find_store(args.path)
         store = open_store(store_path)
-        target = find_artifact(store, args.path, store_path)
-    except (FileNotFoundError, LookupError) as err:
+        with reading(store_path):
+            target = find_artifact(store, args.path, store_path)
+            lines = describe(store, store_path, args.path, target)
+    except (FileNotFoundError, LookupError, StoreError) as err:
         cli.fail(err)
-    sys.stdout.write("\n".join(describe(store, store_path, args.path, target)) + "\n")
+    sys.stdout.write("\n".join(lines) + "\n")
     return 0
 
 
