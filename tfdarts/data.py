@@ -220,6 +220,15 @@ def derive_seed(seed: int, tag: str) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of a training pipeline built for 0-based `epoch` (`seed` itself for epoch 0).
+
+    A pipeline built this way and iterated once gives the same batches whether
+    the job ran uninterrupted or was resumed at `epoch`.
+    """
+    return int(seed) if epoch == 0 else derive_seed(seed, f"epoch{epoch}")
+
+
 Arrays = Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -619,14 +628,16 @@ def _training_pipeline(x: tf.Tensor, y: tf.Tensor, indices: np.ndarray, batch_si
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def search_datasets(data: PreparedData, batch_size: int,
-                    seed: int) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
+def search_datasets(data: PreparedData, batch_size: int, seed: int,
+                    epoch: int = 0) -> Tuple[tf.data.Dataset, tf.data.Dataset]:
     """Bilevel-search data: disjoint 50/50 halves of the training set.
 
     Args:
         data: Prepared data; the test split is not touched.
         batch_size: Batch size (last partial batch dropped, fixed shapes).
         seed: Seeds the halves, the per-epoch shuffles and the augmentation.
+        epoch: 0-based epoch the pipeline is built for (see `epoch_seed`); the
+            halves depend on `seed` only.
 
     Returns:
         ``(w_train, alpha_val)`` datasets of ``(x (B, H, W, C) float32 normalised,
@@ -635,9 +646,9 @@ def search_datasets(data: PreparedData, batch_size: int,
     w_idx, a_idx = search_split(data.spec.num_train, seed)
     _check_batch(batch_size, len(w_idx), "search half")
     x, y = _tensors(data.x_train, data.y_train, data.spec)
-    augment = data.spec.augment
-    return (_training_pipeline(x, y, w_idx, batch_size, derive_seed(seed, "w_train"), augment),
-            _training_pipeline(x, y, a_idx, batch_size, derive_seed(seed, "alpha_val"), augment))
+    augment, stream = data.spec.augment, epoch_seed(seed, epoch)
+    return (_training_pipeline(x, y, w_idx, batch_size, derive_seed(stream, "w_train"), augment),
+            _training_pipeline(x, y, a_idx, batch_size, derive_seed(stream, "alpha_val"), augment))
 
 
 def probe_dataset(data: PreparedData, batch_size: int, seed: int, batches: int) -> tf.data.Dataset:
@@ -657,7 +668,8 @@ def probe_dataset(data: PreparedData, batch_size: int, seed: int, batches: int) 
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size, drop_remainder=True)
 
 
-def train_dataset(data: PreparedData, batch_size: int, seed: int, cutout: int = 0) -> tf.data.Dataset:
+def train_dataset(data: PreparedData, batch_size: int, seed: int, cutout: int = 0,
+                  epoch: int = 0) -> tf.data.Dataset:
     """Full training set: shuffled each epoch, augmented per spec, optional cutout.
 
     Args:
@@ -665,6 +677,7 @@ def train_dataset(data: PreparedData, batch_size: int, seed: int, cutout: int = 
         batch_size: Batch size (last partial batch dropped).
         seed: Seeds the shuffles and augmentation.
         cutout: Side of the zeroed square (after normalisation); 0 disables.
+        epoch: 0-based epoch the pipeline is built for (see `epoch_seed`).
 
     Returns:
         Dataset of ``(x (B, H, W, C) float32, y)`` as in `search_datasets`.
@@ -672,7 +685,7 @@ def train_dataset(data: PreparedData, batch_size: int, seed: int, cutout: int = 
     _check_batch(batch_size, data.spec.num_train, "training")
     x, y = _tensors(data.x_train, data.y_train, data.spec)
     return _training_pipeline(x, y, np.arange(data.spec.num_train), batch_size,
-                              derive_seed(seed, "train"), data.spec.augment, int(cutout))
+                              derive_seed(epoch_seed(seed, epoch), "train"), data.spec.augment, int(cutout))
 
 
 def eval_dataset(data: PreparedData, batch_size: int) -> tf.data.Dataset:

@@ -137,14 +137,16 @@ class EpochLoop:
         log.info("%s: resuming from %s after epoch %d/%d", self.name, path, done, self.epochs)
         return done
 
-    def run(self, start: int, dataset: tf.distribute.DistributedDataset, job: "Job",
+    def run(self, start: int, dataset: Callable[[int], Any], job: "Job",
             end_epoch: Callable[[int, Dict[str, Any]], None], header: Dict[str, Any],
             should_stop: Optional[Callable[[List[Dict[str, Any]]], bool]] = None) -> List[Dict[str, Any]]:
         """Runs the remaining epochs.
 
         Args:
             start: Epochs already finished (from `restore`).
-            dataset: Distributed dataset, one pass per epoch.
+            dataset: Builds the distributed dataset of a 0-based epoch (one pass),
+                from seeds derived from the epoch, so a resumed job sees the
+                batches an uninterrupted one would.
             job: Gives each epoch's traced step and sets its schedules.
             end_epoch: Writes job-specific files for a finished 1-based epoch
                 given its history record (may add keys to it).
@@ -161,7 +163,7 @@ class EpochLoop:
         for epoch in range(start, self.epochs):
             t0 = time.time()
             lrs = job.begin_epoch(epoch)
-            totals = self._run_epoch(dataset, job.step_for(epoch), epoch, started, start)
+            totals = self._run_epoch(dataset(epoch), job.step_for(epoch), epoch, started, start)
             record = {"epoch": epoch + 1, **self._record(totals), **lrs,
                       "seconds": time.time() - t0}
             end_epoch(epoch + 1, record)
@@ -419,14 +421,16 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
     cfg = config.search
     strategy = strategy or make_strategy(config.runtime.devices)
     job = SearchJob(cfg, data.spec.task, strategy)
-    train_ds, val_ds = data_lib.search_datasets(data, cfg.batch_size, cfg.seed)
     half = min(len(data.y_train) // 2, len(data.y_train) - len(data.y_train) // 2)
     n_steps = _steps_per_epoch(half, cfg.batch_size, cfg.steps_per_epoch)
     if n_steps == 0:
         raise ValueError(f"search.batch_size={cfg.batch_size} is larger than each search half "
                          f"({half} examples); lower it or use more data")
-    dataset = tf.data.Dataset.zip((train_ds, val_ds)).take(n_steps)
-    dist = strategy.experimental_distribute_dataset(dataset)
+
+    def dist(epoch: int):
+        train_ds, val_ds = data_lib.search_datasets(data, cfg.batch_size, cfg.seed, epoch)
+        return strategy.experimental_distribute_dataset(tf.data.Dataset.zip((train_ds, val_ds)).take(n_steps))
+
     loop = EpochLoop("search", out_dir, job.task, cfg.epochs, n_steps, job.checkpoint(),
                      config.runtime.log_every, data.spec.target_std)
     recorder = AlphaRecorder(job.model, out_dir)
@@ -530,9 +534,12 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
     cfg = dataclasses.replace(config.retrain, epochs=epochs) if epochs else config.retrain
     strategy = strategy or make_strategy(config.runtime.devices)
     job = TrainJob(cfg, model_fn, strategy)
-    dataset = data_lib.train_dataset(data, cfg.batch_size, cfg.seed, cfg.cutout)
     n_steps = _steps_per_epoch(len(data.y_train), cfg.batch_size, cfg.steps_per_epoch)
-    dist = strategy.experimental_distribute_dataset(dataset.take(n_steps))
+
+    def dist(epoch: int):
+        dataset = data_lib.train_dataset(data, cfg.batch_size, cfg.seed, cfg.cutout, epoch)
+        return strategy.experimental_distribute_dataset(dataset.take(n_steps))
+
     loop = EpochLoop(name, out_dir, data.spec.task, cfg.epochs, n_steps, job.checkpoint(),
                      config.runtime.log_every, data.spec.target_std)
     header = _retrain_header(data, job.model, out_dir)
