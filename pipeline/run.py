@@ -193,7 +193,10 @@ def main(argv: List[str]) -> int:
     from pipeline import pipeline as pipeline_lib
 
     store_path = os.path.join(run_dir, pipeline_lib.METADATA_FILE)
-    stale = lineage.fail_stale_executions(store_path)
+    try:
+        stale = lineage.fail_stale_executions(store_path)
+    except lineage.StoreError as err:
+        cli.fail(f"{err}; move or remove {store_path} to start this run folder afresh")
     if stale:
         log.info("marked %d execution(s) left RUNNING by an interrupted run as FAILED", stale)
     _write_config(run_dir, config)
@@ -221,7 +224,10 @@ def main(argv: List[str]) -> int:
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _finish(run_dir, store_path, name, started)
+    try:
+        _finish(run_dir, store_path, name, started)
+    except lineage.StoreError as err:
+        cli.fail(f"the pipeline finished but its ML Metadata store cannot be read: {err}")
     return 0
 
 

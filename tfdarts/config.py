@@ -390,6 +390,8 @@ def _raise_first(checks: Sequence[Tuple[bool, str]]) -> None:
 
 def from_dict(data: Mapping[str, Any]) -> Config:
     """Rebuilds a config from `Config.to_dict()` output."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config must be a mapping of sections, got {type(data).__name__}")
     config = _apply(Config(), data, "config")
     validate(config)
     return config

@@ -26,8 +26,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     from tfdarts.genotype import Genotype
     from tfdarts.model import count_params
 
-    data = data_lib.load_prepared(inputs["dataset"])
     genotype = Genotype.load(os.path.join(inputs["search"], contract.GENOTYPE_FILE))
+    data = data_lib.load_prepared(inputs["dataset"])
     model_fn = network.model_fn(data.spec.task, genotype, config.retrain)
     result = trainer.retrain(config, data, model_fn, work_dir)
     common.copy_files(work_dir, outputs["model"], FILES)
