@@ -199,6 +199,11 @@ def main(argv: List[str]) -> int:
         cli.fail(f"{err}; move or remove {store_path} to start this run folder afresh")
     if stale:
         log.info("marked %d execution(s) left RUNNING by an interrupted run as FAILED", stale)
+    from pipeline.components import common
+
+    orphans = common.remove_orphan_stages(os.path.join(run_dir, pipeline_lib.PIPELINE_ROOT_DIR))
+    if orphans:
+        log.info("removed %d staging folder(s) left by an interrupted run", orphans)
     _write_config(run_dir, config)
     name = pipeline_lib.pipeline_name(config)
     tfx_pipeline = pipeline_lib.create_pipeline(

@@ -259,6 +259,10 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
         ("Evaluate", "COMPLETE"), ("Analyze", "COMPLETE")]
     history = json.load(open(os.path.join(folder, "search", contract.HISTORY_FILE)))
     assert [r["epoch"] for r in history["epochs"]] == [1, 2, 3]
+    props = json.load(open(os.path.join(folder, "search", contract.PROPERTIES_FILE)))
+    assert props["resumed_from_epoch"] == 1  # lineage says the search was resumed
+    stages = [d for d, dirs, _ in os.walk(folder) for n in dirs if n.startswith(".staging-")]
+    assert not stages, stages
 
 
 def test_a_one_byte_data_edit_reruns_ingest_and_downstream(tmp_path):

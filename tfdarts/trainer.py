@@ -252,6 +252,7 @@ class SearchResult(JobResult):
     """A finished search and the genotype its alphas select."""
 
     genotype: Genotype
+    resumed_from: int = 0  # epochs restored from a checkpoint (0 = a fresh start)
 
 
 class SearchJob:
@@ -442,7 +443,8 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
     hooks = [_eigen_hook(job, data, strategy), recorder]
     history = loop.run(start, dist, job, _chain(hooks), header, _early_stop(cfg))
     params = int(sum(np.prod(v.shape) for v in job.model.weight_variables))
-    return SearchResult(history, out_dir, _seconds(history), params, genotype=job.model.genotype())
+    return SearchResult(history, out_dir, _seconds(history), params, genotype=job.model.genotype(),
+                        resumed_from=start)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -450,6 +452,7 @@ class RetrainResult(JobResult):
     """A finished retrain and its trained model."""
 
     model: TaskModel
+    resumed_from: int = 0  # epochs restored from a checkpoint (0 = a fresh start)
 
 
 class TrainJob:
@@ -544,10 +547,12 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
                      config.runtime.log_every, data.spec.target_std)
     header = _retrain_header(data, job.model, out_dir)
     hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
-    history = loop.run(loop.restore(), dist, job, hook, header)
+    start = loop.restore()
+    history = loop.run(start, dist, job, hook, header)
     export.save_model(job.model, os.path.join(out_dir, contract.MODEL_FILE))
     params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
-    return RetrainResult(history, out_dir, _seconds(history), params, model=job.model)
+    return RetrainResult(history, out_dir, _seconds(history), params, model=job.model,
+                         resumed_from=start)
 
 
 def _seconds(history: List[Dict[str, Any]]) -> float:

@@ -67,6 +67,21 @@ def copy_files(src: str, dst: str, names: Any) -> None:
             raise FileNotFoundError(f"{source} is missing after the step ran")
 
 
+STAGING_PREFIX = ".staging-"
+
+
+def remove_orphan_stages(root: str) -> int:
+    """Deletes staging folders that killed steps left under `root`; returns how many.
+
+    Only call while no step can be writing under `root` (the run folder's lock is held).
+    """
+    found = [os.path.join(d, n) for d, dirs, _ in os.walk(root) for n in dirs
+             if n.startswith(STAGING_PREFIX)]
+    for path in found:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(found)
+
+
 @contextlib.contextmanager
 def staged(final: str) -> Iterator[str]:
     """A staging folder beside `final`'s content, renamed into `final` on success.
@@ -75,7 +90,7 @@ def staged(final: str) -> Iterator[str]:
     that finds ``properties.json`` finds everything else complete.
     """
     os.makedirs(final, exist_ok=True)
-    stage = tempfile.mkdtemp(prefix=".staging-", dir=final)
+    stage = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=final)
     try:
         yield stage
         names = sorted(os.listdir(stage), key=lambda n: (n == PROPERTIES_FILE, n))

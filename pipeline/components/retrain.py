@@ -38,7 +38,7 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         "params": int(count_params(result.model)), "trainable_params": int(result.params),
         "epochs": len(result.history),
         "cells": config.retrain.cells, "channels": config.retrain.channels,
-        "seconds": float(result.seconds),
+        "seconds": float(result.seconds), "resumed_from_epoch": int(result.resumed_from),
         "train_loss": common.last_value(history, "train_loss"),
         "train_metric": common.last_value(history, "train_metric"),
         "test_metric": common.last_value(history, "test_metric")}}
