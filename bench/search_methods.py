@@ -190,8 +190,8 @@ def aggregate(summaries: Dict[tuple, Dict[str, Any]]) -> str:
     for (dataset, method, seed), s in sorted(summaries.items()):
         if s.get("genotype"):
             g = Genotype.from_dict(s["genotype"])
-            lines.append(f"| {dataset} | {method} | {seed} | {analysis.format_gene(g.normal)} | "
-                         f"{analysis.format_gene(g.reduce)} |")
+            cells = [analysis.format_gene(c).replace(" | ", "; ") for c in (g.normal, g.reduce)]
+            lines.append(f"| {dataset} | {method} | {seed} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines) + "\n"
 
 
