@@ -83,10 +83,18 @@ def _prepare_run_dir(run_dir: str) -> Any:
 
 
 def _check_data(config: Any) -> None:
+    """Refuses missing or wrong local data files before the run folder exists."""
+    from tfdarts import data as data_lib
+    from tfdarts.sources import DataError
+
     path = config.data.data_dir
     if path and not os.path.exists(path):
         cli.fail(f"data.data_dir={path} does not exist; point it at a folder of IDX files, an "
                  ".npz file or the kirigami folder")
+    try:
+        data_lib.check_source(config.data)
+    except DataError as err:
+        cli.fail(err)
 
 
 def _source_fingerprint(config: Any) -> str:
@@ -180,9 +188,9 @@ def main(argv: List[str]) -> int:
         cli.fail(err)
     run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or
                                            f"{FLAGS.dataset}-{FLAGS.preset}"))
-    _LOCKS.append(_prepare_run_dir(run_dir))  # held until the process exits
-    _check_data(config)
     cli.quiet_libraries(import_tensorflow=True)
+    _check_data(config)  # before anything is written
+    _LOCKS.append(_prepare_run_dir(run_dir))  # held until the process exits
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     log_file = os.path.join(run_dir, "logs", f"run-{stamp}.log")
     cli.configure_logging(log_file, FLAGS.verbose)

@@ -416,3 +416,20 @@ def test_unexpected_step_failure_is_one_line_with_exit_1(tmp_path: Path) -> None
     traceback_file = line.rsplit("traceback in ", 1)[-1].strip().rstrip(")")
     assert os.path.isfile(traceback_file), line
     assert "Traceback" in Path(traceback_file).read_text()
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ("missing", "does not exist"), ("empty_folder", "no train-images"),
+    ("kirigami_without_table", "alldata_15G.dat"), ("npz_folder", "is a folder"),
+])
+def test_run_refuses_bad_data_before_writing_anything(tmp_path: Path, layout: str, expected: str) -> None:
+    """``pipeline.run`` checks the local data files before it creates a run folder."""
+    data = tmp_path / "data"
+    if layout != "missing":
+        data.mkdir()
+    dataset = {"kirigami_without_table": "graphene_kirigami", "npz_folder": "npz"}.get(layout, "fashion_mnist")
+    out = tmp_path / "runs"
+    line = error_line(run_cli(["pipeline.run", "--preset", "tiny", "--dataset", dataset, "--override",
+                               f"data.data_dir={data}", "--output_dir", str(out)]))
+    assert expected in line, line
+    assert not out.exists(), list(out.rglob("*"))

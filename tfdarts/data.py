@@ -48,7 +48,7 @@ from tfdarts.task import CLASSIFICATION, REGRESSION, Task
 
 __all__ = ["DataError", "KNOWN_DATASETS", "DataSpec", "PreparedData", "prepare", "save_prepared",
            "load_prepared", "normalize_inputs", "standardize_targets", "destandardize_targets",
-           "source_fingerprint", "search_split", "search_datasets", "probe_dataset", "train_dataset", "eval_dataset"]
+           "source_fingerprint", "check_source", "search_split", "search_datasets", "probe_dataset", "train_dataset", "eval_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,28 @@ def source_fingerprint(cfg: DataConfig) -> str:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
     return h.hexdigest()
+
+
+def check_source(cfg: DataConfig) -> None:
+    """Cheap up-front check that `prepare` can find its local source files.
+
+    Finds the kirigami table, the four IDX files or the ``.npz`` file (reading no
+    data), so a run can refuse bad paths before it writes anything.
+
+    Raises:
+        DataError: The files are missing or of the wrong kind; the message says what to give.
+    """
+    validate_data(cfg)
+    if cfg.name == "graphene_kirigami":
+        kirigami.find_table(cfg.data_dir)
+    elif cfg.data_dir:
+        path = os.path.expanduser(cfg.data_dir)
+        if os.path.isdir(path) and cfg.name != "npz":
+            sources.find_idx_files(path)
+        elif not os.path.exists(path) or os.path.isdir(path) or not path.endswith(".npz"):
+            _load_local(cfg.name, path)  # raises the loader's own message
+    elif cfg.name in ("idx", "npz"):
+        _load_source(cfg)  # raises: these need data.data_dir
 
 
 def _load_source(cfg: DataConfig) -> sources.Raw:
