@@ -115,10 +115,22 @@ def active_steps(baselines: bool = False) -> List[StepSpec]:
     return out
 
 
+NON_RESULT_KEYS: Dict[str, Tuple[str, ...]] = {"runtime": ("log_every",)}
+"""Settings that change no result; left out of the steps' config (their cache key).
+The local runner hands them to the steps through `LOG_EVERY_ENV` instead."""
+
+LOG_EVERY_ENV = "TFDARTS_LOG_EVERY"
+
+
 def step_config_json(config: Config, step: StepSpec) -> str:
-    """The config sections `step` depends on, as canonical JSON (its cache key)."""
+    """The config sections `step` depends on, as canonical JSON (its cache key).
+
+    `NON_RESULT_KEYS` are left out, so changing the logging cadence reuses the cache.
+    """
     full = config.to_dict()
-    return json.dumps({s: full[s] for s in step.sections}, sort_keys=True, separators=(",", ":"))
+    sections = {s: {k: v for k, v in full[s].items() if k not in NON_RESULT_KEYS.get(s, ())}
+                for s in step.sections}
+    return json.dumps(sections, sort_keys=True, separators=(",", ":"))
 
 
 def _source_files(package_dir: str) -> List[str]:

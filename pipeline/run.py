@@ -218,6 +218,7 @@ def main(argv: List[str]) -> int:
         config, os.path.join(run_dir, pipeline_lib.PIPELINE_ROOT_DIR), store_path,
         baselines=FLAGS.baselines, work_root=os.path.join(run_dir, pipeline_lib.WORK_DIR),
         name=name, enable_cache=FLAGS.cache, source_fingerprint=_source_fingerprint(config))
+    os.environ[pipeline_lib.LOG_EVERY_ENV] = str(config.runtime.log_every)
     steps = [s.name for s in pipeline_lib.active_steps(FLAGS.baselines)]
     log.info("run folder %s; steps %s; log %s", run_dir, " -> ".join(steps), log_file)
     started = time.time()

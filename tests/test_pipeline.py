@@ -177,6 +177,17 @@ def test_second_run_is_all_cached(run_dir):
     assert "reused from cache" in proc.stderr
 
 
+def test_a_logging_only_override_reuses_the_cache(run_dir):
+    folder = run_dir[0]
+    before = _executions(_open_store(folder))
+    proc = _run(["-m", "pipeline.run", *TINY, "--override", "runtime.log_every=1",
+                 "--output_dir", os.path.dirname(folder)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    new = _executions(_open_store(folder))[len(before):]
+    assert sorted(e["component"] for e in new) == sorted(COMPONENTS)
+    assert all(e["state"] == "CACHED" for e in new), new
+
+
 def test_lineage_names_dataset_fingerprint(run_dir):
     folder = run_dir[0]
     fingerprint = json.load(open(os.path.join(folder, "dataset", contract.SPEC_FILE)))["fingerprint"]

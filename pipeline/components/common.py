@@ -15,6 +15,7 @@ properties}`` taking folder paths. `execute` wraps it the same way for both runn
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import gc
 import hashlib
@@ -37,8 +38,19 @@ StepFn = Callable[[Config, Mapping[str, str], Mapping[str, str], str], Dict[str,
 
 
 def config_from_json(config_json: str) -> Config:
-    """Rebuilds the (partial) config a step received; missing sections take defaults."""
-    return from_dict(json.loads(config_json))
+    """Rebuilds the (partial) config a step received; missing sections take defaults.
+
+    The logging cadence, not part of the config a step receives (it changes no
+    result), comes from the `pipeline.pipeline.LOG_EVERY_ENV` environment variable when set.
+    """
+    from pipeline.pipeline import LOG_EVERY_ENV
+
+    config = from_dict(json.loads(config_json))
+    log_every = os.environ.get(LOG_EVERY_ENV, "")
+    if log_every.isdigit():
+        config = dataclasses.replace(config, runtime=dataclasses.replace(config.runtime,
+                                                                         log_every=int(log_every)))
+    return config
 
 
 def work_key(step: str, config_json: str, code_version: str, inputs: Mapping[str, str]) -> str:
