@@ -126,7 +126,7 @@ def test_batch_larger_than_half_is_rejected(fashion_small, tmp_path):
 
 
 def test_resumed_search_equals_an_uninterrupted_one(fashion_small, tmp_path, monkeypatch):
-    cfg = _search_config(epochs=3)
+    cfg = _search_config(epochs=2)
     whole = trainer.search(cfg, fashion_small, str(tmp_path / "whole"))
     real_call = trainer.AlphaRecorder.__call__
 
