@@ -233,8 +233,10 @@ def main(argv: List[str]) -> int:
                  "to resume", 130)
     except Exception as err:  # noqa: BLE001  (a failed step: one line here, traceback in the log)
         _log_to_file_only(log_file, err)
+        advice = ("rerun the same command to resume" if _rerun_may_help(err)
+                  else "a rerun alone will not fix this")
         cli.fail(f"a step failed: {type(err).__name__}: {err}; it is recorded as FAILED in "
-                 f"{store_path}; full traceback in {log_file}; rerun the same command to resume", 1)
+                 f"{store_path}; full traceback in {log_file}; {advice}", 1)
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -243,6 +245,20 @@ def main(argv: List[str]) -> int:
     except lineage.StoreError as err:
         cli.fail(f"the pipeline finished but its ML Metadata store cannot be read: {err}")
     return 0
+
+
+def _rerun_may_help(err: BaseException) -> bool:
+    """Only a resource or I/O failure may pass on a rerun; a diverged search or a bad
+    genotype fails the same way again."""
+    import tensorflow as tf
+
+    from tfdarts.genotype import GenotypeError
+    from tfdarts.trainer import TrainingDiverged
+
+    if isinstance(err, (TrainingDiverged, GenotypeError, ValueError, TypeError, KeyError)):
+        return False
+    return isinstance(err, (OSError, MemoryError, tf.errors.ResourceExhaustedError,
+                            tf.errors.UnavailableError, tf.errors.AbortedError))
 
 
 def _log_to_file_only(log_file: str, err: BaseException) -> None:

@@ -433,3 +433,13 @@ def test_run_refuses_bad_data_before_writing_anything(tmp_path: Path, layout: st
                                f"data.data_dir={data}", "--output_dir", str(out)]))
     assert expected in line, line
     assert not out.exists(), list(out.rglob("*"))
+
+
+def test_rerun_advice_only_where_a_rerun_can_help() -> None:
+    from pipeline import run
+    from tfdarts.genotype import GenotypeError
+    from tfdarts.trainer import TrainingDiverged
+
+    assert run._rerun_may_help(OSError("disk full")) and run._rerun_may_help(MemoryError())
+    for err in (TrainingDiverged("loss became nan"), GenotypeError("bad"), ValueError("bad")):
+        assert not run._rerun_may_help(err)
