@@ -518,6 +518,7 @@ def test_tfds_unavailable_offline_fails_fast_with_hint(tmp_path):
 def test_tfds_loader_with_mocked_tfds(tmp_path, monkeypatch):
     import tensorflow_datasets as tfds
 
+    monkeypatch.setattr(sources, "tfds_reachable", lambda *a, **k: True)  # the mock downloads nothing
     with tfds.testing.mock_data(num_examples=30):  # download_and_prepare is a no-op, examples are random
         digits = data.prepare(DataConfig(name="mnist", tfds_dir=str(tmp_path)))
         colour = data.prepare(DataConfig(name="cifar10", tfds_dir=str(tmp_path)))
@@ -528,3 +529,10 @@ def test_tfds_loader_with_mocked_tfds(tmp_path, monkeypatch):
     assert digits.spec.num_train + digits.spec.num_test == 30
 
 
+def test_an_offline_tfds_name_fails_in_seconds(tmp_path):
+    if sources.tfds_reachable():
+        pytest.skip("the TFDS download server is reachable from here; nothing offline to test")
+    started = time.time()
+    with pytest.raises(DataError, match=r"cannot be reached.*data\.data_dir=PATH"):
+        sources.load_tfds("mnist", str(tmp_path / "tfds"), download=True)
+    assert time.time() - started < 30

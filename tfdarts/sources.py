@@ -250,6 +250,24 @@ def tfds_builder_names() -> Tuple[str, ...]:
     return tuple(tfds.list_builders(with_community_datasets=False))
 
 
+TFDS_HOST = "storage.googleapis.com"
+"""Where TFDS downloads most datasets from; probed before a download is attempted."""
+
+
+def tfds_reachable(host: str = TFDS_HOST, timeout: float = 5.0) -> bool:
+    """True when a TCP connection to `host`:443 opens within `timeout` seconds.
+
+    Without it an offline download spends minutes in TFDS's retries before failing.
+    """
+    import socket  # pylint: disable=import-outside-toplevel
+
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _tfds_builder(name: str, tfds_dir: str, download: bool):
     """Creates the TFDS builder, preparing it only when it is missing and allowed."""
     import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
@@ -264,6 +282,9 @@ def _tfds_builder(name: str, tfds_dir: str, download: bool):
     if not download:
         raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and "
                         f"downloads are off (data.download=false); {_LOCAL_HINT}")
+    if not tfds_reachable():
+        raise DataError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir} and its "
+                        f"download server cannot be reached (offline?); {_LOCAL_HINT}")
     try:
         builder.download_and_prepare()
     except Exception as err:  # network, checksum and disk errors all end here
