@@ -311,9 +311,14 @@ class SearchJob:
         return self._warmup_step
 
     def checkpoint(self) -> tf.train.Checkpoint:
-        """Trackables saved each epoch."""
-        return tf.train.Checkpoint(model=self.model, w_opt=self.w_opt, a_opt=self.a_opt,
-                                   epoch=self.epoch)
+        """Trackables saved each epoch.
+
+        ``weights`` lists every model variable: the checkpoint graph does not
+        reach layers held in lists (the cells), so without it their non-trainable
+        state (batch-norm moving statistics) would not be saved.
+        """
+        return tf.train.Checkpoint(model=self.model, weights=list(self.model.weights),
+                                   w_opt=self.w_opt, a_opt=self.a_opt, epoch=self.epoch)
 
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         """Cosine weight learning rate and the remedies' schedules for a 0-based epoch."""
@@ -485,7 +490,8 @@ class TrainJob:
 
     def checkpoint(self) -> tf.train.Checkpoint:
         """Trackables saved each epoch."""
-        return tf.train.Checkpoint(model=self.model, opt=self.opt, epoch=self.epoch)
+        return tf.train.Checkpoint(model=self.model, weights=list(self.model.weights),
+                                   opt=self.opt, epoch=self.epoch)
 
     def step_for(self, epoch: int) -> StepFn:
         """The one traced training step."""
