@@ -43,6 +43,9 @@ class Architect:
                  regularise: bool = False) -> None:
         if order not in (1, 2):
             raise ValueError(f"architect order must be 1 or 2, got {order}")
+        if order == 2 and getattr(weight_rule.optimizer, "nesterov", False):
+            raise ValueError("search.order=2 unrolls plain SGD momentum; use a weight optimizer "
+                             "without Nesterov momentum")
         self.model, self.order, self.weight_rule = model, order, weight_rule
         self.beta_decay = (tf.Variable(0.0, trainable=False, name="beta_decay",
                                        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
@@ -125,8 +128,6 @@ class Architect:
             ``w'``, same shapes.
         """
         rule = self.weight_rule
-        if getattr(rule.optimizer, "nesterov", False):
-            raise NotImplementedError("the unrolled step models plain SGD momentum, not Nesterov")
         mu = getattr(rule.optimizer, "momentum", 0.0)
         out = []
         for var, w, g in zip(rule.variables, weights, grads):
