@@ -155,13 +155,27 @@ def test_auxiliary_head_any_size(size, kernel):
 
 def test_drop_path_function():
     x = tf.ones((4000, 2, 3, 5))
-    y = drop_path(x, tf.constant(0.3)).numpy()
+    key = tf.constant([7, 1], tf.int64)
+    y = drop_path(x, tf.constant(0.3), key).numpy()
+    np.testing.assert_array_equal(drop_path(x, tf.constant(0.3), key).numpy(), y)  # keyed
     per_example = y.reshape(4000, -1)
     assert np.all(per_example == per_example[:, :1])  # one decision per example
     kept = per_example[:, 0] > 0
     np.testing.assert_allclose(per_example[kept], 1 / 0.7, rtol=1e-6)
     assert abs(kept.mean() - 0.7) < 0.03
-    np.testing.assert_array_equal(drop_path(x, tf.constant(0.0)).numpy(), x.numpy())
+    np.testing.assert_array_equal(drop_path(x, tf.constant(0.0), key).numpy(), x.numpy())
+
+
+def test_drop_path_masks_follow_the_step_counter():
+    """The masks depend only on (seed, drop_step): rewinding the counter replays them."""
+    model = _small(Task((28, 28, 1), 10))
+    model.set_drop_path(1, 2)
+    x = tf.random.stateless_normal((8, 28, 28, 1), [1, 2])
+    first, second = model(x, training=True), model(x, training=True)
+    assert int(model.drop_step.numpy()) == 2
+    assert not np.allclose(first[0].numpy(), second[0].numpy())
+    model.drop_step.assign(0)
+    np.testing.assert_array_equal(model(x, training=True)[0].numpy(), first[0].numpy())
 
 
 def test_drop_prob_variable_and_ramp():
@@ -197,12 +211,16 @@ def test_drop_path_skips_identity_ops():
                         reduce=(("skip_connect", 0), ("skip_connect", 1)) * 2, reduce_concat=(2, 3))
     cell = NetworkCell(identity.normal, identity.normal_concat, 4, False, False, name="cell")
     assert all(cell.identity)
-    np.testing.assert_allclose(cell(s0, s1, drop_prob=tf.constant(0.9), training=True).numpy(),
-                               cell(s0, s1, drop_prob=tf.constant(0.0), training=True).numpy(),
+    key = tf.constant([3, 4], tf.int64)
+    np.testing.assert_allclose(cell(s0, s1, drop_prob=tf.constant(0.9), training=True,
+                                    drop_seed=key).numpy(),
+                               cell(s0, s1, drop_prob=tf.constant(0.0), training=True,
+                                    drop_seed=key).numpy(),
                                rtol=1e-6, atol=1e-6)
     reduce = NetworkCell(identity.reduce, identity.reduce_concat, 4, True, False, name="rcell")
     assert not any(reduce.identity)  # stride-2 skips are factorized reduces: dropped too
-    out = [reduce(s0, s1, drop_prob=tf.constant(0.5), training=True).numpy() for _ in range(4)]
+    out = [reduce(s0, s1, drop_prob=tf.constant(0.5), training=True,
+                  drop_seed=tf.constant([3, k], tf.int64)).numpy() for k in range(4)]
     assert not all(np.allclose(out[0], o) for o in out[1:])
 
 

@@ -145,10 +145,9 @@ def test_baselines_share_the_record_format(fashion_small, tmp_path):
 
 
 def test_resumed_retrain_equals_an_uninterrupted_one(fashion_small, tmp_path, monkeypatch):
-    """Same data order, cutout and weights after a resume (drop-path off: its mask stream is
-    not part of the checkpoint)."""
+    """Same data order, cutout, drop-path masks and weights after a resume."""
     cfg = C.load_config(overrides=TINY + ["retrain.epochs=2", "retrain.eval_every=0",
-                                          "retrain.cutout=4", "retrain.drop_path=0"])
+                                          "retrain.cutout=4", "retrain.drop_path=0.3"])
     model_fn = network.model_fn(fashion_small.spec.task, DARTS_V2, cfg.retrain)
     whole = trainer.retrain(cfg, fashion_small, model_fn, str(tmp_path / "whole"))
     real = trainer._TestCurve.__call__

@@ -35,12 +35,14 @@ __all__ = ["drop_path", "NetworkCell", "AuxiliaryHead", "Network", "build_networ
 Outputs = Union[tf.Tensor, Tuple[tf.Tensor, tf.Tensor]]
 
 
-def drop_path(x: tf.Tensor, drop_prob: tf.Tensor) -> tf.Tensor:
+def drop_path(x: tf.Tensor, drop_prob: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     """Zeros whole examples with probability `drop_prob`, rescaling the others.
 
     Args:
         x: ``(B, H, W, C)``.
         drop_prob: Scalar probability in ``[0, 1)``.
+        seed: ``(2,)`` int64 key of the stateless mask, so a given key always
+            drops the same examples (a resumed run replays the same masks).
 
     Returns:
         ``(B, H, W, C)``: ``x / keep * mask`` with a per-example Bernoulli(keep)
@@ -48,9 +50,15 @@ def drop_path(x: tf.Tensor, drop_prob: tf.Tensor) -> tf.Tensor:
         ``drop_prob == 0`` the mask is all ones and `x` is returned unchanged.
     """
     keep = 1.0 - tf.cast(drop_prob, x.dtype)
-    noise = tf.random.uniform([tf.shape(x)[0], 1, 1, 1], dtype=x.dtype)
+    noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=x.dtype)
     mask = tf.floor(keep + noise)
     return x / keep * mask
+
+
+def _replica_id() -> tf.Tensor:
+    context = tf.distribute.get_replica_context()
+    replica = context.replica_id_in_sync_group if context is not None else 0
+    return tf.cast(replica, tf.int64)
 
 
 def _gene_to_list(gene: Gene) -> List[List[Any]]:
@@ -105,7 +113,7 @@ class NetworkCell(keras.layers.Layer):
         return len(self.concat) * self.channels
 
     def call(self, s0: tf.Tensor, s1: tf.Tensor, drop_prob: Optional[tf.Tensor] = None,
-             training: bool = False) -> tf.Tensor:
+             training: bool = False, drop_seed: Optional[tf.Tensor] = None) -> tf.Tensor:
         """Computes the cell.
 
         Args:
@@ -114,6 +122,8 @@ class NetworkCell(keras.layers.Layer):
             drop_prob: Scalar drop-path probability; used only in training,
                 on every op output that is not an identity.
             training: Training mode (BN batch statistics, drop-path).
+            drop_seed: ``(2,)`` int64 key of this cell's drop-path masks
+                (folded with the edge index); needed when `drop_prob` is given.
 
         Returns:
             ``(B, H/s, W/s, len(concat) * C)`` with ``s = 2`` in a reduction cell.
@@ -124,7 +134,7 @@ class NetworkCell(keras.layers.Layer):
             for pos in (2 * node, 2 * node + 1):
                 h = self.edges[pos](states[self.gene[pos][1]], training=training)
                 if training and drop_prob is not None and not self.identity[pos]:
-                    h = drop_path(h, drop_prob)
+                    h = drop_path(h, drop_prob, tf.random.experimental.stateless_fold_in(drop_seed, pos))
                 terms.append(h)
             states.append(terms[0] + terms[1])
         return tf.concat([states[i] for i in self.concat], axis=-1)
@@ -202,6 +212,8 @@ class Network(TaskModel):
         auxiliary_weight: Weight of the auxiliary loss; 0 builds no auxiliary head.
         drop_path: Maximum drop-path probability (reached at the last epoch).
         stem_multiplier: The stem outputs ``stem_multiplier * C`` channels.
+        seed: Key of the drop-path masks; with the training-step counter
+            `drop_step` it fixes every mask, so a resumed run is exact.
         name: Model name.
 
     Attributes:
@@ -211,13 +223,15 @@ class Network(TaskModel):
         drop_path_rate: Float maximum drop-path probability.
         drop_prob: Non-trainable float32 scalar variable, current drop-path
             probability (set by `set_drop_path`).
+        drop_step: Non-trainable int64 scalar variable, training forward
+            passes so far (checkpointed with the weights; keys drop-path).
         auxiliary_head: `AuxiliaryHead` or None.
         auxiliary_index: Index of the cell the auxiliary head reads.
     """
 
     def __init__(self, task: Task, genotype: Genotype, cells: int = 20, channels: int = 36,
                  auxiliary_weight: float = 0.4, drop_path: float = 0.2, stem_multiplier: int = 3,
-                 name: str = "network", **kwargs) -> None:
+                 seed: int = 0, name: str = "network", **kwargs) -> None:
         super().__init__(task, auxiliary_weight, name=name, **kwargs)
         if cells < 1 or channels < 1:
             raise ValueError(f"cells and channels must be >= 1, got {cells} and {channels}")
@@ -226,6 +240,7 @@ class Network(TaskModel):
         self.genotype = genotype
         self.num_cells, self.channels, self.stem_multiplier = cells, channels, stem_multiplier
         self.drop_path_rate = float(drop_path)
+        self.seed = int(seed)
         self.stem_conv = ops.Conv(stem_multiplier * channels, 3, 1, 1, name="stem_conv")
         self.stem_bn = ops.BatchNorm(True, True, name="stem_bn")
         self.cells = [self._make_cell(p) for p in space.cell_placements(cells, channels)]
@@ -236,6 +251,9 @@ class Network(TaskModel):
         self.drop_prob = self.add_weight(shape=(), initializer="zeros", dtype="float32",
                                          trainable=False, aggregation="only_first_replica",
                                          name="drop_prob")
+        self.drop_step = self.add_weight(shape=(), initializer="zeros", dtype="int64",
+                                         trainable=False, aggregation="only_first_replica",
+                                         name="drop_step")
 
     def _make_cell(self, placement: space.CellPlacement) -> NetworkCell:
         g = self.genotype
@@ -277,13 +295,22 @@ class Network(TaskModel):
             and the output of cell `auxiliary_index`.
         """
         drop_prob = tf.convert_to_tensor(self.drop_prob) if training else None
+        key = self._next_drop_key() if training else None
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
         aux_in = s1
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, drop_prob=drop_prob, training=training)
+            cell_key = tf.random.experimental.stateless_fold_in(key, i) if training else None
+            s0, s1 = s1, cell(s0, s1, drop_prob=drop_prob, training=training, drop_seed=cell_key)
             if i == self.auxiliary_index:
                 aux_in = s1
         return s1, aux_in
+
+    def _next_drop_key(self) -> tf.Tensor:
+        """``(2,)`` int64 key of this forward pass: (seed, step, replica); counts the step."""
+        step = tf.identity(self.drop_step.value)
+        self.drop_step.assign_add(tf.constant(1, tf.int64))
+        key = tf.stack([tf.constant(self.seed, tf.int64), step])
+        return tf.random.experimental.stateless_fold_in(key, _replica_id())
 
     def call(self, x: tf.Tensor, training: bool = False) -> Outputs:
         """Runs the network.
@@ -318,7 +345,7 @@ class Network(TaskModel):
         return {**super().get_config(), "genotype": self.genotype.to_dict(),
                 "cells": self.num_cells, "channels": self.channels,
                 "auxiliary_weight": self.auxiliary_weight, "drop_path": self.drop_path_rate,
-                "stem_multiplier": self.stem_multiplier}
+                "stem_multiplier": self.stem_multiplier, "seed": self.seed}
 
     @classmethod
     def from_config(cls, config: Dict[str, Any]) -> "Network":
@@ -341,4 +368,5 @@ def build_network(task: Task, genotype: Genotype, cells: int = 20, channels: int
 def model_fn(task: Task, genotype: Genotype, cfg: RetrainConfig) -> ModelFn:
     """A factory of the discrete network of `genotype` with the retrain settings."""
     return lambda: Network(task, genotype, cells=cfg.cells, channels=cfg.channels,
-                           auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path)
+                           auxiliary_weight=cfg.auxiliary_weight, drop_path=cfg.drop_path,
+                           seed=cfg.seed)
