@@ -2,9 +2,10 @@
 
 For every (dataset, method, seed) of the grid it runs one search with the
 ``cpu`` preset's supernet and optimiser settings at a fixed step budget, writes
-the run's ``summary.json`` beside its search files, and rewrites the
-aggregated tables in ``--doc`` after every run. Runs that already have a
-summary are skipped, so rerunning the same command resumes the grid; runs go
+the run's summary beside its search files and as a small durable record under
+``--records`` (committed; run folders are not), and rewrites the aggregated
+tables in ``--doc`` from the records after every run. Runs that already have a
+record are skipped, so rerunning the same command resumes the grid; runs go
 seed by seed, so an interrupted grid still has whole seeds.
 
 Measured per run: alpha movement at the end (mean max weight and entropy / ln K
@@ -41,6 +42,8 @@ METHODS: Dict[str, List[str]] = {
     "aux_skip": ["search.aux_skip=1"],
     "pc_k2": ["search.partial_channels=2"],
     "warmup": ["search.warmup_epochs=1"],
+    "alpha_lr_3e-2": ["search.alpha_lr=0.03"],
+    "lr_3e-2_warmup_beta": ["search.alpha_lr=0.03", "search.warmup_epochs=1", "search.beta_decay=5"],
 }
 """Overrides of each method (plain DARTS = none)."""
 
@@ -55,12 +58,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--data-root", default=os.path.join(REPO, "..", "shared", "data"))
     p.add_argument("--out", default=os.path.join(REPO, "runs", "search-methods"))
     p.add_argument("--doc", default=os.path.join(REPO, "docs", "search-methods.md"))
+    p.add_argument("--records", default=os.path.join(REPO, "bench", "results", "search-methods"),
+                   help="one small JSON per finished run (kept; the run folders are not)")
     p.add_argument("--datasets", default=",".join(DATASETS))
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--seeds", default="1,2,3")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--steps", default="fashion_mnist=50,graphene_kirigami=50",
                    help="search steps per epoch, per dataset")
+    p.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow intra- and inter-op threads (0 = TensorFlow's default)")
     p.add_argument("--aggregate-only", action="store_true", help="rewrite --doc from finished runs")
     return p.parse_args(argv)
 
@@ -172,7 +179,7 @@ def aggregate(summaries: Dict[tuple, Dict[str, Any]]) -> str:
     """Markdown tables: mean ± sd over seeds per (dataset, method), then every run."""
     lines = []
     for dataset in sorted({d for d, _, _ in summaries}):
-        lines += [f"### {dataset}", "",
+        lines += [f"#### {dataset}", "",
                   "| method | seeds | " + " | ".join(c for _, c in COLUMNS) + " | eigenvalue first -> last | "
                   "genotype agreement |", "|---" * (len(COLUMNS) + 4) + "|"]
         methods = sorted({m for d, m, _ in summaries if d == dataset},
@@ -186,7 +193,7 @@ def aggregate(summaries: Dict[tuple, Dict[str, Any]]) -> str:
             lines.append(f"| {method} | {len(runs)} | " + " | ".join(cells)
                          + f" | {'; '.join(eig) or '-'} | {'-' if agree is None else f'{agree:.2f}'} |")
         lines.append("")
-    lines += ["### Every run", "", "| dataset | method | seed | normal cell | reduce cell |", "|---|---|---|---|---|"]
+    lines += ["#### Every run", "", "| dataset | method | seed | normal cell | reduce cell |", "|---|---|---|---|---|"]
     for (dataset, method, seed), s in sorted(summaries.items()):
         if s.get("genotype"):
             g = Genotype.from_dict(s["genotype"])
@@ -205,24 +212,67 @@ def write_doc(path: str, summaries: Dict[tuple, Dict[str, Any]]) -> None:
         f.write(head + begin + "\n" + aggregate(summaries) + end + tail)
 
 
+def _record_path(args: argparse.Namespace, dataset: str, method: str, seed: int) -> str:
+    return os.path.join(args.records, dataset, method, f"{seed}.json")
+
+
+def record(args: argparse.Namespace, dataset: str, method: str, seed: int, folder: str,
+           summary: Dict[str, Any]) -> None:
+    """Writes the durable record of a finished run (and of the post-hoc rules on a plain one)."""
+    fileio.write_json(_record_path(args, dataset, method, seed), summary)
+    if method == "darts":
+        for rule in ("max_skips_2", "early_stop"):
+            fileio.write_json(_record_path(args, dataset, rule, seed), _post_hoc(folder, summary, rule))
+
+
 def collect(args: argparse.Namespace) -> Dict[tuple, Dict[str, Any]]:
-    """Summaries of every finished run in `args.out`, plus the post-hoc rules."""
+    """Records of every finished run of the grid, plus the post-hoc rules."""
     out = {}
-    for dataset, method, seed in _grid(args):
-        path = os.path.join(args.out, dataset, method, str(seed), "summary.json")
+    for dataset, method, seed in _grid(args, with_rules=True):
+        path = _record_path(args, dataset, method, seed)
         if os.path.exists(path):
             out[(dataset, method, seed)] = fileio.read_json(path)
-            if method == "darts":
-                folder = os.path.dirname(path)
-                for rule in ("max_skips_2", "early_stop"):
-                    out[(dataset, rule, seed)] = _post_hoc(folder, out[(dataset, method, seed)], rule)
     return out
 
 
-def _grid(args: argparse.Namespace):
+def _claim(folder: str) -> bool:
+    """Claims a run for this process, so several workers can share one grid.
+
+    The claim is a file holding the claimant's pid; a claim of a process that is
+    gone is taken over (its run resumes from its checkpoint).
+    """
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, ".claim")
+    try:
+        owner = int(open(path).read().strip() or 0)
+    except (OSError, ValueError):
+        owner = 0
+    if owner and owner != os.getpid() and _alive(owner):
+        return False
+    with open(path + f".{os.getpid()}", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(path + f".{os.getpid()}", path)
+    time.sleep(0.5)  # two takers of one stale claim: the last writer wins, the other backs off
+    return open(path).read().strip() == str(os.getpid())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _grid(args: argparse.Namespace, with_rules: bool = False):
+    methods = args.methods.split(",")
+    if with_rules and "darts" in methods:
+        methods += ["max_skips_2", "early_stop"]
     for seed in (int(s) for s in args.seeds.split(",")):
         for dataset in args.datasets.split(","):
-            for method in args.methods.split(","):
+            for method in methods:
                 yield dataset, method, seed
 
 
@@ -231,10 +281,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.aggregate_only:
         from tfdarts import data as data_lib
 
+        if args.threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(args.threads)
         prepared: Dict[str, Any] = {}
         for dataset, method, seed in _grid(args):
             folder = os.path.join(args.out, dataset, method, str(seed))
-            if os.path.exists(os.path.join(folder, "summary.json")):
+            if os.path.exists(_record_path(args, dataset, method, seed)) or not _claim(folder):
                 continue
             config = run_config(args, dataset, method, seed)
             key = (dataset, seed)
@@ -249,6 +304,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       f"{type(err).__name__}: {err}", flush=True)
                 continue
             fileio.write_json(os.path.join(folder, "summary.json"), summary)
+            record(args, dataset, method, seed, folder, summary)
             write_doc(args.doc, collect(args))
     write_doc(args.doc, collect(args))
     return 0
