@@ -142,28 +142,3 @@ def test_baselines_share_the_record_format(fashion_small, tmp_path):
         assert set(r) >= {"model", "params", "train_seconds", "metrics", "seed", "dataset"}
         assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
     assert os.path.exists(tmp_path / "random" / "search" / contract.BEST_GENOTYPE_FILE)
-
-
-def test_resumed_retrain_equals_an_uninterrupted_one(fashion_small, tmp_path, monkeypatch):
-    """Same data order, cutout, drop-path masks and weights after a resume."""
-    cfg = C.load_config(overrides=TINY + ["retrain.epochs=2", "retrain.eval_every=0",
-                                          "retrain.cutout=4", "retrain.drop_path=0.3"])
-    model_fn = network.model_fn(fashion_small.spec.task, DARTS_V2, cfg.retrain)
-    whole = trainer.retrain(cfg, fashion_small, model_fn, str(tmp_path / "whole"))
-    real = trainer._TestCurve.__call__
-
-    def killed(self, epoch, record):
-        if epoch == 2:
-            raise KeyboardInterrupt  # after epoch 2's steps, before its checkpoint
-        real(self, epoch, record)
-
-    monkeypatch.setattr(trainer._TestCurve, "__call__", killed)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.retrain(cfg, fashion_small, model_fn, str(tmp_path / "resumed"))
-    monkeypatch.setattr(trainer._TestCurve, "__call__", real)
-    resumed = trainer.retrain(cfg, fashion_small, model_fn, str(tmp_path / "resumed"))
-    assert resumed.resumed_from == 1 and whole.resumed_from == 0
-    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in whole.history]
-    bad = [a.path for a, b in zip(whole.model.weights, resumed.model.weights)
-           if not np.array_equal(a.numpy(), b.numpy())]
-    assert not bad, bad
