@@ -73,7 +73,8 @@ def compile_pipeline(config: Any, image: str, output: str, *, baselines: bool = 
     from kfp import compiler, dsl
     from kfp.components import load_component_from_text
 
-    from pipeline.pipeline import active_steps, code_version, pipeline_name, step_config_json
+    from pipeline.pipeline import (LOG_EVERY_ENV, active_steps, code_version, pipeline_name,
+                                   step_config_json)
 
     version = version or code_version()
     steps = active_steps(baselines)
@@ -95,6 +96,8 @@ def compile_pipeline(config: Any, image: str, output: str, *, baselines: bool = 
                                          code_version=version, work_root=work_root, **kwargs)
             task.set_display_name(step.name)
             task.set_caching_options(True)
+            # the logging cadence is left out of config_json (the cache key): it goes here
+            task.set_env_variable(LOG_EVERY_ENV, str(config.runtime.log_every))
             if gpus and step.name in GPU_STEPS:
                 task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
             tasks[step.name] = task
@@ -135,6 +138,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                   absolute_data_dir=False)
     except (cli.UsageError, ConfigError, DataError) as err:
         cli.fail(err)
+    if args.baselines:
+        from tfdarts import baselines as baselines_lib
+
+        try:
+            baselines_lib.check_include(config)
+        except ConfigError as err:
+            cli.fail(err)
     try:
         path = compile_pipeline(config, args.image, args.output, baselines=args.baselines,
                                 gpus=args.gpus)

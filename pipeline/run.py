@@ -189,6 +189,12 @@ def main(argv: List[str]) -> int:
     run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or
                                            f"{FLAGS.dataset}-{FLAGS.preset}"))
     cli.quiet_libraries(import_tensorflow=True)
+    from tfdarts import baselines as baselines_lib
+
+    try:
+        baselines_lib.check_include(config)
+    except ConfigError as err:
+        cli.fail(err)
     _check_data(config)  # before anything is written
     _LOCKS.append(_prepare_run_dir(run_dir))  # held until the process exits
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -73,6 +73,27 @@ def test_tasks_get_only_their_config_sections(compiled):
     assert len(versions) == 1
 
 
+def test_tasks_get_the_logging_cadence_outside_their_cache_key(compiled):
+    """``runtime.log_every`` (100 in the cpu preset) is an environment variable of every
+    task, not part of config_json."""
+    executors = compiled["deploymentSpec"]["executors"]
+    assert len(executors) == len(CORE)
+    for executor in executors.values():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env.get("TFDARTS_LOG_EVERY") == "100", executor
+    for task in compiled["root"]["dag"]["tasks"].values():
+        config = task["inputs"]["parameters"]["config_json"]["runtimeValue"]["constant"]
+        assert "log_every" not in config
+
+
+def test_unknown_baseline_is_refused_at_compile_time(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "pipeline.kubeflow", "--image", IMAGE, "--baselines",
+                           "--override", "baselines.include=nope", "--output", str(tmp_path / "p.yaml")],
+                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "baselines.include: unknown baseline 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "p.yaml").exists()
+
+
 def test_same_wiring_as_the_tfx_pipeline(tmp_path):
     from pipeline import cli
     from pipeline.pipeline import create_pipeline

@@ -224,10 +224,12 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None
     (["--preset", "huge"], "unknown preset"),
     (["--no_such_flag"], "no_such_flag"),
     (["--override", "data.data_dir=/no/such/folder"], "does not exist"),
+    (["--override", "baselines.include=random,nope"], "baselines.include: unknown baseline 'nope'"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, text):
-    proc = _run(["-m", "pipeline.run", "--output_dir", str(tmp_path), *args], timeout=120)
+    proc = _run(["-m", "pipeline.run", "--output_dir", str(tmp_path / "runs"), *args], timeout=120)
     _assert_one_line_error(proc, text)
+    assert not (tmp_path / "runs").exists()  # refused before anything is written
 
 
 def test_unwritable_output_dir_exits_2(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 
 from tfdarts import contract, evaluation, fileio, network, resnet, sampler, trainer
 from tfdarts import data as data_lib
-from tfdarts.config import Config
+from tfdarts.config import Config, ConfigError
 from tfdarts.genotype import DARTS_V2, Genotype
 from tfdarts.model import ModelFn
 from tfdarts.registry import Registry
@@ -100,6 +100,18 @@ for _name in resnet.RESNETS:
     _register_resnet(_name)
 
 
+def check_include(config: Config) -> None:
+    """Refuses unknown names in ``baselines.include`` before any work starts.
+
+    Raises:
+        ConfigError: Names the unknown baseline and the known ones.
+    """
+    try:
+        BASELINES.check(config.baselines.include)
+    except KeyError as err:
+        raise ConfigError(f"baselines.include: {err.args[0]}") from None
+
+
 def run_baselines(config: Config, data: data_lib.PreparedData, out_dir: str) -> List[Dict[str, Any]]:
     """Trains, evaluates and exports the comparison models in `baselines.include`.
 
@@ -109,7 +121,7 @@ def run_baselines(config: Config, data: data_lib.PreparedData, out_dir: str) -> 
     Returns:
         One result record per baseline, in the order of `baselines.include`.
     """
-    BASELINES.check(config.baselines.include)
+    check_include(config)
     records = []
     for name in config.baselines.include:
         folder = os.path.join(out_dir, name)
