@@ -13,7 +13,7 @@ from conftest import FASHION_DIR
 from tfdarts import config as C
 from tfdarts import data as D
 from tfdarts import baselines, contract, evaluation, export, network, trainer
-from tfdarts.genotype import DARTS_V2
+from tfdarts.genotype import DARTS_V2, Genotype
 from tfdarts.network import Network
 from tfdarts.task import Task
 
@@ -142,3 +142,16 @@ def test_baselines_share_the_record_format(fashion_small, tmp_path):
         assert set(r) >= {"model", "params", "train_seconds", "metrics", "seed", "dataset"}
         assert 0.0 <= r["metrics"]["accuracy"] <= 1.0
     assert os.path.exists(tmp_path / "random" / "search" / contract.BEST_GENOTYPE_FILE)
+    assert records[0]["search_seconds"] > 0 and records[1]["search_seconds"] is None
+
+
+def test_random_search_stops_at_its_budget(fashion_small, tmp_path):
+    """A budget smaller than one candidate's training: one candidate, seconds recorded."""
+    cfg = C.load_config(overrides=TINY + ["retrain.eval_every=0", "baselines.random_samples=3",
+                                          "baselines.random_epochs=1",
+                                          "baselines.random_budget_seconds=0.001"])
+    genotype, seconds = baselines.random_search(cfg, fashion_small, str(tmp_path))
+    selection = json.loads((tmp_path / contract.RANDOM_SELECTION_FILE).read_text())
+    assert len(selection["candidates"]) == 1 and seconds == selection["seconds"] > 0
+    assert Genotype.from_dict(selection["candidates"][0]["genotype"]) == genotype
+    assert Genotype.load(str(tmp_path / contract.BEST_GENOTYPE_FILE)) == genotype

@@ -13,9 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Callable, Dict, List
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
 
 from tfdarts import contract, evaluation, fileio, network, resnet, sampler, trainer
 from tfdarts import data as data_lib
@@ -35,11 +35,13 @@ class Candidate:
         name: Name of its result record (e.g. ``random_best``).
         model_fn: Builds the model.
         epochs: Training epochs (0 = ``retrain.epochs``).
+        search_seconds: Seconds spent choosing it (random search), if any.
     """
 
     name: str
     model_fn: ModelFn
     epochs: int = 0
+    search_seconds: Optional[float] = None
 
 
 BaselineFn = Callable[[Config, data_lib.PreparedData, str], Candidate]
@@ -55,32 +57,53 @@ def _validation_view(data: data_lib.PreparedData, seed: int) -> data_lib.Prepare
     return data_lib.PreparedData(spec, data.x_train[a], data.y_train[a], data.x_train[b], data.y_train[b])
 
 
-def random_search(config: Config, data: data_lib.PreparedData, out_dir: str) -> Genotype:
-    """Trains `baselines.random_samples` random genotypes briefly; returns the best.
+def random_search(config: Config, data: data_lib.PreparedData, out_dir: str) -> Tuple[Genotype, float]:
+    """Trains random genotypes briefly and returns the best with the seconds spent.
 
-    Candidates train on one half of the training split and are ranked on the
-    other half; the test split is never used for the choice.
+    Up to `baselines.random_samples` candidates train for `baselines.random_epochs`
+    on one half of the training split and are ranked on the other half (the test
+    split is never used for the choice). With `baselines.random_budget_seconds`
+    sampling stops once the candidates' training and ranking used that budget
+    (at least one candidate runs). Writes the winner to
+    `contract.BEST_GENOTYPE_FILE` and every candidate's score and the seconds to
+    `contract.RANDOM_SELECTION_FILE`.
     """
     b, s = config.baselines, config.search
     view = _validation_view(data, config.data.seed)
     metric = data.spec.task.metric_name
-    best, best_score = None, -np.inf
+    candidates: List[Dict[str, Any]] = []
+    spent = 0.0
     for i, geno in enumerate(sampler.random_genotypes(b.random_samples, s.seed, s.primitives, s.nodes)):
+        if b.random_budget_seconds and candidates and spent >= b.random_budget_seconds:
+            log.info("random search: budget of %.0f s used after %d candidates",
+                     b.random_budget_seconds, len(candidates))
+            break
+        started = time.time()
         result = trainer.retrain(config, view, network.model_fn(view.spec.task, geno, config.retrain),
                                  os.path.join(out_dir, f"candidate_{i}"),
                                  name=f"random {i + 1}/{b.random_samples}", epochs=b.random_epochs)
-        score = evaluation.evaluate(result.model, view)[metric]
+        score = float(evaluation.evaluate(result.model, view)[metric])
+        # a resumed candidate counts its recorded training time, not the restart's
+        spent += result.seconds + (time.time() - started - _fresh_seconds(result))
         log.info("random candidate %d: validation %s %.4f", i + 1, metric, score)
-        if score > best_score:
-            best, best_score = geno, score
-    fileio.write_json(os.path.join(out_dir, contract.BEST_GENOTYPE_FILE), best.to_dict())
-    return best
+        candidates.append({"genotype": geno.to_dict(), "validation": score})
+    best = max(candidates, key=lambda c: c["validation"])
+    fileio.write_json(os.path.join(out_dir, contract.BEST_GENOTYPE_FILE), best["genotype"])
+    fileio.write_json(os.path.join(out_dir, contract.RANDOM_SELECTION_FILE),
+                      {"metric": metric, "seconds": spent, "candidates": candidates})
+    return Genotype.from_dict(best["genotype"]), spent
+
+
+def _fresh_seconds(result: trainer.RetrainResult) -> float:
+    """Training seconds of the epochs this process ran (not restored ones)."""
+    return float(sum(r["seconds"] for r in result.history[result.resumed_from:]))
 
 
 @BASELINES.register("random")
 def _random(config: Config, data: data_lib.PreparedData, folder: str) -> Candidate:
-    genotype = random_search(config, data, os.path.join(folder, "search"))
-    return Candidate("random_best", network.model_fn(data.spec.task, genotype, config.retrain))
+    genotype, seconds = random_search(config, data, os.path.join(folder, "search"))
+    return Candidate("random_best", network.model_fn(data.spec.task, genotype, config.retrain),
+                     search_seconds=seconds)
 
 
 @BASELINES.register("darts_v2")
@@ -130,5 +153,6 @@ def run_baselines(config: Config, data: data_lib.PreparedData, out_dir: str) -> 
         trainer.retrain(config, data, candidate.model_fn, train_dir, name=candidate.name,
                         epochs=candidate.epochs)
         records.append(evaluation.evaluate_and_export(config, data, train_dir, eval_dir,
+                                                      search_seconds=candidate.search_seconds,
                                                       name=candidate.name))
     return records

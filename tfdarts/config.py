@@ -108,6 +108,9 @@ class BaselineConfig:
     random_samples: int = 8
     random_epochs: int = 2
     resnet_epochs: int = 0  # 0 = same as retrain.epochs
+    # random search stops sampling once its candidates' training has used this many
+    # seconds (0 = no budget: all random_samples); a cost match for a search's seconds
+    random_budget_seconds: float = 0.0
     include: Tuple[str, ...] = ("random", "resnet18", "tiny_resnet", "darts_v2")
 
 
@@ -354,7 +357,7 @@ RANGES: Dict[str, Dict[str, Tuple[Any, Any, bool, bool]]] = {
                 "grad_clip": _AT_LEAST_0, "cutout": _AT_LEAST_0, "drop_path": _UNIT_OPEN,
                 "auxiliary_weight": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "seed": _AT_LEAST_0},
     "baselines": {"random_samples": _AT_LEAST_1, "random_epochs": _AT_LEAST_1,
-                  "resnet_epochs": _AT_LEAST_0},
+                  "resnet_epochs": _AT_LEAST_0, "random_budget_seconds": _AT_LEAST_0},
     "runtime": {"devices": _AT_LEAST_0, "log_every": _AT_LEAST_0},
 }
 """Allowed interval of every numeric field, by section (checked by `validate`)."""
