@@ -83,7 +83,8 @@ def run_config(args: argparse.Namespace, dataset: str, method: str, seed: int):
     overrides = [f"data.name={dataset}", *(o.format(root=root) for o in DATASETS[dataset]),
                  f"search.epochs={args.epochs}", f"search.steps_per_epoch={steps}",
                  f"search.seed={seed}", f"data.seed={seed}", "runtime.log_every=0",
-                 "runtime.devices=1", *METHODS[method]]
+                 "runtime.devices=1", "search.alpha_lr=0.003",  # the protocol, whatever the preset says
+                 *METHODS[method]]
     return load_config(files, overrides)
 
 
