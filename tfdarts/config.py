@@ -119,6 +119,9 @@ class RuntimeConfig:
     """Where and how computation runs."""
 
     devices: int = 0  # replicas for MirroredStrategy; 0 = all visible, 1 = no strategy
+    # mirrored: the devices of this host; multi_worker: MultiWorkerMirroredStrategy over the
+    # hosts of TF_CONFIG (every worker runs the same command; the chief writes the files)
+    strategy: str = "mirrored"
     log_every: int = 50  # steps between progress lines within an epoch (0 = epoch lines only)
 
 
@@ -287,6 +290,8 @@ def validate(config: Config) -> None:
          f"retrain.lr_min={config.retrain.lr_min} exceeds retrain.lr={config.retrain.lr}"),
     ])
     _validate_remedies(s)
+    _raise_first([(config.runtime.strategy in STRATEGIES,
+                   f"runtime.strategy={config.runtime.strategy!r}; use {' or '.join(STRATEGIES)}")])
     try:
         space.check_primitives(s.primitives)
     except ValueError as err:
@@ -294,6 +299,7 @@ def validate(config: Config) -> None:
 
 
 EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
+STRATEGIES: Tuple[str, ...] = ("mirrored", "multi_worker")
 
 
 def _validate_remedies(s: SearchConfig) -> None:

@@ -10,6 +10,7 @@ job resumes after the last checkpointed epoch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -50,14 +51,18 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
-def make_strategy(devices: int = 0) -> tf.distribute.Strategy:
-    """A MirroredStrategy over `devices` devices, or the default strategy.
+def make_strategy(devices: int = 0, kind: str = "mirrored") -> tf.distribute.Strategy:
+    """The distribution strategy of ``runtime.devices`` and ``runtime.strategy``.
 
     Args:
-        devices: Replicas wanted; 0 = every GPU (or the default strategy on a
-            CPU-only machine), 1 = the default strategy. Values > 1 use that many
-            GPUs, or logical CPUs when there are no GPUs.
+        devices: Replicas wanted on this host; 0 = every GPU (or the default
+            strategy on a CPU-only machine), 1 = the default strategy. Values > 1
+            use that many GPUs, or logical CPUs when there are no GPUs.
+        kind: ``mirrored`` (one host) or ``multi_worker``
+            (`multi_worker_strategy`, several hosts from ``TF_CONFIG``).
     """
+    if kind == "multi_worker":
+        return multi_worker_strategy()
     gpus = tf.config.list_logical_devices("GPU")
     pool = gpus or tf.config.list_logical_devices("CPU")
     wanted = len(gpus) if devices == 0 else devices
@@ -70,6 +75,48 @@ def make_strategy(devices: int = 0) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy(names)
     # collectives between logical CPUs can pair up out of order in the unrolled step
     return tf.distribute.MirroredStrategy(names, cross_device_ops=tf.distribute.ReductionToOneDevice())
+
+
+@functools.lru_cache(maxsize=None)
+def multi_worker_strategy() -> tf.distribute.Strategy:
+    """`tf.distribute.MultiWorkerMirroredStrategy` of the cluster in ``TF_CONFIG``.
+
+    One per process (TensorFlow allows a single collective setup), shared by
+    the jobs the process runs; create it before other TensorFlow work.
+
+    Raises:
+        ValueError: ``TF_CONFIG`` is missing or names no workers.
+    """
+    import json
+
+    try:
+        cluster = json.loads(os.environ.get("TF_CONFIG", "") or "{}").get("cluster", {})
+    except ValueError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON: {err}") from None
+    if not cluster.get("worker") and not cluster.get("chief"):
+        raise ValueError("runtime.strategy=multi_worker needs TF_CONFIG with cluster.worker (the "
+                         "host:port of every worker) and task {type: worker, index: i}; "
+                         "or use runtime.strategy=mirrored on one machine")
+    options = tf.distribute.experimental.CommunicationOptions(
+        implementation=tf.distribute.experimental.CommunicationImplementation.RING)
+    return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+def worker_role(strategy: tf.distribute.Strategy) -> Optional[str]:
+    """None on the chief (or without workers); ``worker-<i>`` on any other worker.
+
+    The chief is the ``chief`` task or, without one, worker 0. Only the chief
+    writes a job's files; the others keep their checkpoints in a folder of
+    their own (``out_dir/.worker-<i>``), as every worker must save.
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None
+    spec = resolver.cluster_spec().as_dict()
+    if resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0
+                                         and "chief" not in spec):
+        return None
+    return f"{resolver.task_type}-{resolver.task_id}"
 
 
 def linear_ramp(epoch: int, epochs: int) -> float:
@@ -117,16 +164,22 @@ class EpochLoop:
     checkpoint: tf.train.Checkpoint
     log_every: int = 50
     target_std: Optional[Sequence[float]] = None
+    role: Optional[str] = None  # `worker_role`: None = the chief, which writes the files
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
-        os.makedirs(self.out_dir, exist_ok=True)
+        own = self.out_dir if self.role is None else os.path.join(self.out_dir, f".{self.role}")
+        os.makedirs(own, exist_ok=True)
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.out_dir, contract.CHECKPOINT_DIR), max_to_keep=2)
+            self.checkpoint, os.path.join(own, contract.CHECKPOINT_DIR), max_to_keep=2)
 
     def restore(self) -> int:
-        """Restores the last checkpoint; returns the number of finished epochs."""
-        path = self.manager.latest_checkpoint
+        """Restores the chief's last checkpoint; returns the number of finished epochs.
+
+        Every worker restores the chief's (so a restarted group agrees even if a
+        worker's own save was lost).
+        """
+        path = tf.train.latest_checkpoint(os.path.join(self.out_dir, contract.CHECKPOINT_DIR))
         if not path:
             return 0
         self.checkpoint.restore(path).assert_existing_objects_matched()
@@ -171,8 +224,9 @@ class EpochLoop:
             stop = bool(should_stop and should_stop(self.history))
             if stop:
                 record["early_stop"] = True
-            fileio.write_json(os.path.join(self.out_dir, contract.HISTORY_FILE),
-                              {**header, "epochs": self.history})
+            if self.role is None:
+                fileio.write_json(os.path.join(self.out_dir, contract.HISTORY_FILE),
+                                  {**header, "epochs": self.history})
             self.checkpoint.epoch.assign(epoch + 1)
             self.manager.save()
             log.info("%s epoch %d/%d done in %.0fs: %s", self.name, epoch + 1, self.epochs,
@@ -345,8 +399,8 @@ class AlphaRecorder:
 
     SERIES = ("normal", "reduce", "edge_normal", "edge_reduce")
 
-    def __init__(self, model: SearchNetwork, out_dir: str) -> None:
-        self.model, self.out_dir = model, out_dir
+    def __init__(self, model: SearchNetwork, out_dir: str, write: bool = True) -> None:
+        self.model, self.out_dir, self.write = model, out_dir, write
         self.series: Dict[str, List[np.ndarray]] = {}
 
     def resume(self, epochs_done: int) -> None:
@@ -363,6 +417,8 @@ class AlphaRecorder:
                 self.series.setdefault(key, []).append(np.asarray(probs[key], np.float32))
         genotype = self.model.genotype()
         record["genotype"] = genotype.to_dict()
+        if not self.write:
+            return
         arrays = {k: np.stack(v) for k, v in self.series.items()}
         fileio.write_npz(os.path.join(self.out_dir, contract.ALPHAS_FILE), **arrays,
                          primitives=np.array(probs["primitives"]), nodes=np.array(self.model.nodes))
@@ -419,13 +475,15 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
         config: Full config; uses ``config.search`` and ``config.runtime``.
         data: Prepared data (the search only sees its training split).
         out_dir: Output folder; an existing checkpoint there is resumed.
-        strategy: Distribution strategy (default from ``config.runtime.devices``).
+        strategy: Distribution strategy (default from ``config.runtime``). Under
+            ``multi_worker`` only the chief writes `out_dir`'s files.
 
     Returns:
         The final genotype, history and timing.
     """
     cfg = config.search
-    strategy = strategy or make_strategy(config.runtime.devices)
+    strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
+    role = worker_role(strategy)
     job = SearchJob(cfg, data.spec.task, strategy)
     half = min(len(data.y_train) // 2, len(data.y_train) - len(data.y_train) // 2)
     n_steps = _steps_per_epoch(half, cfg.batch_size, cfg.steps_per_epoch)
@@ -438,8 +496,8 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
         return strategy.experimental_distribute_dataset(tf.data.Dataset.zip((train_ds, val_ds)).take(n_steps))
 
     loop = EpochLoop("search", out_dir, job.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every, data.spec.target_std)
-    recorder = AlphaRecorder(job.model, out_dir)
+                     config.runtime.log_every, data.spec.target_std, role)
+    recorder = AlphaRecorder(job.model, out_dir, write=role is None)
     header = {"dataset": data.spec.name, "task": job.task.to_dict(), "metric": job.task.metric_name,
               "fingerprint": data.spec.fingerprint, "order": cfg.order,
               "derivation": {"edge_normalisation": cfg.partial_channels > 1, "max_skips": cfg.max_skips}}
@@ -535,13 +593,15 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
         out_dir: Output folder; an existing checkpoint there is resumed.
         name: Job name in logs.
         epochs: Overrides ``retrain.epochs`` when > 0 (short budgets).
-        strategy: Distribution strategy (default from ``config.runtime.devices``).
+        strategy: Distribution strategy (default from ``config.runtime``). Under
+            ``multi_worker`` only the chief writes `out_dir`'s files.
 
     Returns:
         The trained model, its history and timing.
     """
     cfg = dataclasses.replace(config.retrain, epochs=epochs) if epochs else config.retrain
-    strategy = strategy or make_strategy(config.runtime.devices)
+    strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
+    role = worker_role(strategy)
     job = TrainJob(cfg, model_fn, strategy)
     n_steps = _steps_per_epoch(len(data.y_train), cfg.batch_size, cfg.steps_per_epoch)
 
@@ -550,12 +610,13 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
         return strategy.experimental_distribute_dataset(dataset.take(n_steps))
 
     loop = EpochLoop(name, out_dir, data.spec.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every, data.spec.target_std)
-    header = _retrain_header(data, job.model, out_dir)
+                     config.runtime.log_every, data.spec.target_std, role)
+    header = _retrain_header(data, job.model, out_dir, write=role is None)
     hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
     start = loop.restore()
     history = loop.run(start, dist, job, hook, header)
-    export.save_model(job.model, os.path.join(out_dir, contract.MODEL_FILE))
+    if role is None:
+        export.save_model(job.model, os.path.join(out_dir, contract.MODEL_FILE))
     params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
     return RetrainResult(history, out_dir, _seconds(history), params, model=job.model,
                          resumed_from=start)
@@ -565,13 +626,15 @@ def _seconds(history: List[Dict[str, Any]]) -> float:
     return float(sum(r["seconds"] for r in history))
 
 
-def _retrain_header(data: data_lib.PreparedData, model: TaskModel, out_dir: str) -> Dict[str, Any]:
-    """Keys of the retrain history besides ``epochs``; writes the genotype file."""
+def _retrain_header(data: data_lib.PreparedData, model: TaskModel, out_dir: str,
+                    write: bool = True) -> Dict[str, Any]:
+    """Keys of the retrain history besides ``epochs``; writes the genotype file (if `write`)."""
     header = {"dataset": data.spec.name, "task": data.spec.task.to_dict(),
               "metric": data.spec.task.metric_name, "fingerprint": data.spec.fingerprint,
               "model": model.name}
     genotype = model.architecture()
     if genotype is not None:
         header["genotype"] = genotype.to_dict()
-        fileio.write_json(os.path.join(out_dir, contract.GENOTYPE_FILE), header["genotype"])
+        if write:
+            fileio.write_json(os.path.join(out_dir, contract.GENOTYPE_FILE), header["genotype"])
     return header
