@@ -44,6 +44,7 @@ METHODS: Dict[str, List[str]] = {
     "warmup": ["search.warmup_epochs=1"],
     "alpha_lr_3e-2": ["search.alpha_lr=0.03"],
     "lr_3e-2_warmup_beta": ["search.alpha_lr=0.03", "search.warmup_epochs=1", "search.beta_decay=5"],
+    "alpha_lr_1e-1": ["search.alpha_lr=0.1"],
 }
 """Overrides of each method (plain DARTS = none)."""
 
