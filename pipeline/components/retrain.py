@@ -18,6 +18,9 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         work_dir: str) -> Dict[str, Dict[str, Any]]:
     """Retrains the genotype of ``inputs["search"]`` (resuming from `work_dir`).
 
+    Under ``runtime.strategy=multi_worker`` every worker runs this step with the
+    same arguments and only the chief writes the output artifact.
+
     Returns:
         Model properties: parameters, epochs, seconds, last train/test metrics, genotype.
     """
@@ -26,10 +29,14 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     from tfdarts.genotype import Genotype
     from tfdarts.model import count_params
 
+    # first: a multi-worker strategy must exist before other TensorFlow work
+    strategy = trainer.make_strategy(config.runtime.devices, config.runtime.strategy)
     genotype = Genotype.load(os.path.join(inputs["search"], contract.GENOTYPE_FILE))
     data = data_lib.load_prepared(inputs["dataset"])
     model_fn = network.model_fn(data.spec.task, genotype, config.retrain)
-    result = trainer.retrain(config, data, model_fn, work_dir)
+    result = trainer.retrain(config, data, model_fn, work_dir, strategy=strategy)
+    if trainer.worker_role(strategy) is not None:
+        return {"model": {"worker_role": trainer.worker_role(strategy)}}
     common.copy_files(work_dir, outputs["model"], FILES)
     history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"model": {

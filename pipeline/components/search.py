@@ -18,14 +18,21 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         work_dir: str) -> Dict[str, Dict[str, Any]]:
     """Searches (resuming from checkpoints in `work_dir`), then copies the results out.
 
+    Under ``runtime.strategy=multi_worker`` every worker runs this step with the
+    same arguments and only the chief writes the output artifact.
+
     Returns:
         Search properties: genotype, final metrics, supernet parameters, seconds.
     """
     from tfdarts import data as data_lib
     from tfdarts import fileio, trainer
 
+    # first: a multi-worker strategy must exist before other TensorFlow work
+    strategy = trainer.make_strategy(config.runtime.devices, config.runtime.strategy)
     data = data_lib.load_prepared(inputs["dataset"])
-    result = trainer.search(config, data, work_dir)
+    result = trainer.search(config, data, work_dir, strategy)
+    if trainer.worker_role(strategy) is not None:
+        return {"search": {"worker_role": trainer.worker_role(strategy)}}
     common.copy_files(work_dir, outputs["search"], FILES)
     history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"search": {
