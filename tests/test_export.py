@@ -282,3 +282,63 @@ def test_regression_export_serves_target_units_and_checks_inputs(tmp_path):
     signature = tf.saved_model.load(path).signatures["serving_default"]
     with pytest.raises(tf.errors.InvalidArgumentError, match=export.NON_FINITE_MESSAGE):
         signature(inputs=tf.constant(_with(np.inf)))
+
+
+# ----------------------------------------------------------------------------- other clients
+
+
+def _real_export(tmp_path, name: str):
+    """A tiny ResNet exported for real data: Fashion-MNIST or kirigami yield strain."""
+    from conftest import FASHION_DIR, KIRIGAMI_DIR
+
+    from tfdarts import config as C
+    from tfdarts import data as D
+
+    folder = FASHION_DIR if name == "fashion_mnist" else KIRIGAMI_DIR
+    data = D.prepare(C.DataConfig(name=name, data_dir=folder, max_train=64, max_test=8))
+    path, _ = _export(data.spec.task, data.spec, str(tmp_path / "saved_model"))
+    return path, data
+
+
+def _saved_model_cli(path: str, x: np.ndarray, tmp_path):
+    """Runs TensorFlow's own ``saved_model_cli run`` (a TF1-style session loader)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    np.save(tmp_path / "x.npy", x)
+    args = ["run", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default",
+            "--outdir", str(out), "--overwrite", "--inputs", f"inputs={tmp_path / 'x.npy'}"]
+    cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
+    proc = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {p.stem: np.load(p, allow_pickle=True) for p in out.glob("*.npy")}
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "graphene_kirigami"])
+def test_saved_model_cli_serves_what_predictor_serves(name, tmp_path):
+    path, data = _real_export(tmp_path, name)
+    x = data.x_test.astype(np.float32)
+    cli = _saved_model_cli(path, x, tmp_path)
+    ours = export.Predictor(path)(x)
+    tf2 = {k: v.numpy() for k, v in tf.saved_model.load(path).signatures["serving_default"](
+        inputs=tf.constant(x)).items()}
+    assert sorted(cli) == sorted(ours) == sorted(tf2)
+    for key in ours:
+        if ours[key].dtype.kind in "fi":
+            np.testing.assert_allclose(cli[key], ours[key], rtol=1e-5, atol=1e-6, err_msg=key)
+            np.testing.assert_allclose(tf2[key], ours[key], rtol=1e-5, atol=1e-6, err_msg=key)
+        else:
+            assert [str(v, "utf-8") if isinstance(v, bytes) else str(v) for v in cli[key]] == \
+                [v.decode() for v in ours[key]]
+    names = data.spec.task.output_names
+    if data.spec.task.is_classification:
+        assert "class_names" in ours and [v.decode() for v in ours["class_names"]] == \
+            [names[c] for c in ours["classes"]]
+    else:  # each named target is an output of its own, in target units
+        for i, key in enumerate(export.output_keys(names)):
+            np.testing.assert_allclose(ours[key], ours["outputs"][:, i], rtol=1e-6)
+    meta = {k: v.numpy() for k, v in tf.saved_model.load(path).signatures["metadata"]().items()}
+    assert "raw float32 inputs" in meta["input_scale"].decode()
+    assert json.loads(meta["spec_json"].decode())["mean"] == list(data.spec.mean)

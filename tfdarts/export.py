@@ -2,8 +2,10 @@
 
 ``export_saved_model`` writes a SavedModel whose ``serving_default`` signature
 takes raw inputs ``(N, H, W, C)`` (normalised with the training statistics in
-the graph) and returns ``probabilities``/``classes`` (classification) or
-``outputs`` in target units (regression); `contract.SPEC_FILE` and
+the graph) and returns ``probabilities``/``classes``/``class_names``
+(classification) or ``outputs`` and one output per named target in target units
+(regression); a ``metadata`` signature returns the spec, the expected input scale
+and the output names. `contract.SPEC_FILE` and
 `contract.GENOTYPE_FILE` sit beside it. `Predictor` loads one and checks
 inputs before serving them.
 
@@ -20,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -45,35 +48,70 @@ _TASK_KEYS = ("input_shape", "num_outputs", "kind")
 _SAVED_MODEL_PB = "saved_model.pb"
 
 
-class ServingModule(tf.Module):
+class ServingModule:
     """Raw inputs in, probabilities or target-unit outputs out.
 
     Normalisation with the training statistics (and, for regression, the
     inverse target standardisation) lives inside the exported graph, after
     checks that fail the call with ``tf.errors.InvalidArgumentError`` on an
-    empty batch or a NaN/inf input.
+    empty batch or a NaN/inf input. Outputs:
+
+    - classification: ``probabilities`` ``(N, K)``, ``classes`` ``(N,)`` int32
+      and, when the data names its classes, ``class_names`` ``(N,)`` string;
+    - regression: ``outputs`` ``(N, T)`` in target units and one ``(N,)``
+      output per named target (e.g. ``yield_strain``).
+
+    Args:
+        model: The trained model (logits or standardised targets).
+        spec: Data spec (input shape, normalisation, target statistics, names).
     """
 
     def __init__(self, model: keras.Model, spec: DataSpec) -> None:
-        super().__init__(name="tfdarts_serving")
         self.model = model
-        self.spec_dict = spec.to_dict()
+        self.spec = spec
         self._classification = spec.task.is_classification
         self._mean = tf.constant(spec.mean, tf.float32)
         self._std = tf.constant(spec.std, tf.float32)
         self._t_mean = tf.constant(spec.target_mean or (0.0,), tf.float32)
         self._t_std = tf.constant(spec.target_std or (1.0,), tf.float32)
-        shape = [None, *spec.task.input_shape]
-        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(shape, tf.float32, "inputs")])
+        self._names = tuple(spec.task.output_names)
+        self.input_signature = [tf.TensorSpec([None, *spec.task.input_shape], tf.float32, "inputs")]
 
-    def _serve(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def serve(self, inputs: tf.Tensor) -> Dict[str, tf.Tensor]:
         """Checks, normalises and runs one raw ``(N, H, W, C)`` float32 batch."""
         inputs = _checked_inputs(inputs)
         out = self.model((inputs - self._mean) / self._std, training=False)
         if self._classification:
-            return {"probabilities": tf.nn.softmax(out, axis=-1),
-                    "classes": tf.argmax(out, axis=-1, output_type=tf.int32)}
-        return {"outputs": out * self._t_std + self._t_mean}
+            classes = tf.argmax(out, axis=-1, output_type=tf.int32)
+            result = {"probabilities": tf.nn.softmax(out, axis=-1), "classes": classes}
+            if self._names:
+                result["class_names"] = tf.gather(tf.constant(self._names), classes)
+            return result
+        outputs = out * self._t_std + self._t_mean
+        result = {"outputs": outputs}
+        for i, name in enumerate(output_keys(self._names)):
+            result[name] = outputs[:, i]
+        return result
+
+    def metadata(self) -> Dict[str, tf.Tensor]:
+        """What a client needs besides the graph: the input scale and the names."""
+        return {"spec_json": tf.constant(json.dumps(self.spec.to_dict(), sort_keys=True)),
+                "input_scale": tf.constant(input_scale(self.spec)),
+                "output_names": tf.constant(list(self._names) or [""])}
+
+
+def output_keys(names: Sequence[str]) -> List[str]:
+    """Signature keys for named regression targets (letters, digits and ``_``)."""
+    keys = [re.sub(r"[^A-Za-z0-9_]+", "_", n).strip("_") or f"output_{i}" for i, n in enumerate(names)]
+    return [k if k not in ("outputs", "inputs") else f"{k}_target" for k in keys]
+
+
+def input_scale(spec: DataSpec) -> str:
+    """One sentence on what `serving_default` expects, for the metadata signature."""
+    shape = "x".join(map(str, spec.task.input_shape))
+    return (f"serving_default takes raw float32 inputs (N, {shape.replace('x', ', ')}) in the units of "
+            f"the training files (e.g. 0-255 pixels), not normalised: the graph subtracts mean "
+            f"{list(spec.mean)} and divides by std {list(spec.std)} per channel")
 
 
 def _checked_inputs(inputs: tf.Tensor) -> tf.Tensor:
@@ -97,7 +135,11 @@ def _checked_inputs(inputs: tf.Tensor) -> tf.Tensor:
 
 def export_saved_model(model: keras.Model, spec: DataSpec, path: str,
                        genotype: Optional[Genotype] = None) -> str:
-    """Writes a SavedModel (``serving_default``) plus spec/genotype JSON, atomically.
+    """Writes a SavedModel (``serving_default``, ``metadata``) plus spec/genotype JSON, atomically.
+
+    The SavedModel is written by ``keras.export.ExportArchive``, so TF2
+    (``tf.saved_model.load``), TF Serving and TF1-style session loaders
+    (``saved_model_cli run``) all serve it.
 
     Args:
         model: Trained model.
@@ -111,7 +153,11 @@ def export_saved_model(model: keras.Model, spec: DataSpec, path: str,
     tmp = path.rstrip("/") + ".partial"
     shutil.rmtree(tmp, ignore_errors=True)
     module = ServingModule(model, spec)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": module.serve})
+    archive = keras.export.ExportArchive()  # loads in TF1-style session loaders as well
+    archive.track(model)
+    archive.add_endpoint("serving_default", module.serve, input_signature=module.input_signature)
+    archive.add_endpoint("metadata", module.metadata, input_signature=[])
+    archive.write_out(tmp, verbose=False)
     fileio.write_json(os.path.join(tmp, contract.SPEC_FILE), spec.to_dict())
     if genotype is not None:
         fileio.write_json(os.path.join(tmp, contract.GENOTYPE_FILE), genotype.to_dict())
