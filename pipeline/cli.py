@@ -19,14 +19,16 @@ import zipfile
 import zlib
 from typing import Dict, List, NoReturn, Optional, Sequence, Tuple, Type
 
+import tfdarts
 from tfdarts.progress import format_duration
 
 __all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "fail",
            "ArgumentParser", "READ_ERRORS", "file_error", "configure_logging", "EtaFilter"]
 
 CONFIG_DIR = os.environ.get("TFDARTS_CONFIG_DIR") or os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-"""Folder of ``presets/*.yaml`` and ``datasets/*.yaml`` (env ``TFDARTS_CONFIG_DIR``)."""
+    os.path.dirname(os.path.abspath(tfdarts.__file__)), "configs")
+"""Folder of ``presets/*.yaml`` and ``datasets/*.yaml``: the package's own (installed with
+it; ``configs/`` in a checkout links there), or env ``TFDARTS_CONFIG_DIR``."""
 
 PRESETS = ("cpu", "paper", "tiny")
 

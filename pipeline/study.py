@@ -29,6 +29,7 @@ import argparse
 import dataclasses
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -181,7 +182,13 @@ def _run(argv: List[str], log_path: str) -> None:
     with open(log_path, "a", encoding="utf-8") as log:
         log.write(f"$ python {shlex.join(argv)}\n")
         log.flush()
-        proc = subprocess.run([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen([sys.executable, *argv], stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc.wait()
+        except BaseException:  # interrupted: the run records its step as FAILED and stops
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=300)
+            raise
     if proc.returncode:
         raise StudyError(f"a pipeline run failed (exit {proc.returncode}); its output is in "
                          f"{log_path}; fix the cause and rerun the study to resume")
@@ -472,6 +479,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -482,6 +493,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         cli.fail(err)
     results_dir = args.results_dir or os.path.join(args.output_dir, "results")
     command = ["python", "-m", "pipeline.study", *argv]
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         if args.aggregate_only:
             write_results(spec, results_dir, command)

@@ -69,9 +69,9 @@ def test_python_310_and_entrypoint(name):
     setup = open(os.path.join(REPO, "setup.py"), encoding="utf-8").read()
     assert 'python_requires=">=3.10,<3.11"' in setup
     assert 'ENTRYPOINT ["python", "-m", "pipeline.run"]' in text
-    # the package itself is installed, with the configs it reads
+    # the package itself is installed, with the configs it reads (package data of tfdarts)
     assert re.search(r"^RUN pip install --no-deps \.", text, re.M)
-    for folder in ("tfdarts", "pipeline", "configs"):
+    for folder in ("tfdarts", "pipeline"):
         assert re.search(rf"^COPY {folder} ", text, re.M)
     assert os.path.isfile(os.path.join(DOCKER, name + ".dockerignore"))
 

@@ -60,7 +60,7 @@ def test_tiny_study_is_interrupted_resumed_and_aggregated(tmp_path):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         assert time.time() < deadline
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGTERM)  # the study and the pipeline run it started
+    proc.send_signal(signal.SIGTERM)  # the study stops the pipeline run it started, then itself
     proc.communicate(timeout=120)
     assert proc.returncode != 0
     _wait_for_group(proc.pid)
