@@ -19,7 +19,7 @@ from tfdarts.genotype import DARTS_V2
 FASHION_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "..", "shared", "data", "fashion-mnist")
 SEARCH = ["search.cells=3", "search.channels=4", "search.nodes=2", "search.batch_size=16",
-          "search.epochs=3", "search.alpha_lr=0.01", "search.eigen_batches=1"]
+          "search.epochs=3", "search.alpha_lr=0.01", "search.eigen_batches=0"]
 RETRAIN = ["retrain.cells=3", "retrain.channels=8", "retrain.batch_size=32", "retrain.epochs=3",
            "retrain.eval_every=1", "retrain.cutout=4", "retrain.drop_path=0.3"]
 
