@@ -131,19 +131,12 @@ def parse_study(raw: Mapping[str, Any], data_root: str = "") -> StudySpec:
 
 def load_study(path: str, data_root: str = "") -> StudySpec:
     """Reads and checks a study file (see `parse_study`)."""
-    import yaml
+    from tfdarts.config import ConfigError, load_yaml
 
     try:
-        with open(path, encoding="utf-8") as f:
-            raw = yaml.safe_load(f)
-    except OSError as err:
-        raise StudyError(f"cannot read study file {path}: {err.strerror or err}") from None
-    except yaml.YAMLError as err:
-        raise StudyError(f"study file {path} is not valid YAML: {' '.join(str(err).split())}") from None
-    try:
-        return parse_study(raw, data_root)
-    except StudyError as err:
-        raise StudyError(f"{path}: {err}") from None
+        return parse_study(load_yaml(path), data_root)
+    except (ConfigError, StudyError) as err:
+        raise StudyError(f"{path}: {err}" if str(path) not in str(err) else str(err)) from None
 
 
 # ----------------------------------------------------------------------------- one cell
@@ -209,25 +202,19 @@ def _alpha_stats(search_dir: str) -> Dict[str, Any]:
         stats = analysis.cell_stats(probs, run.primitives, run.nodes)
         out[cell] = {k: stats[k] for k in ("max_weight_mean", "entropy_ratio", "guessed_share",
                                            "skip_count") if k in stats}
-        out[cell]["top_op_mass"] = stats["max_weight_mean"]
         out[cell]["max_weights"] = [float(max(row)) for row in probs]
     return out
 
 
 def _record(base: Dict[str, Any], result: Dict[str, Any], run_dir: str) -> Dict[str, Any]:
-    config = _read_yaml(os.path.join(run_dir, "config.yaml"))
+    from tfdarts.config import load_yaml
+
+    config = load_yaml(os.path.join(run_dir, "config.yaml"))
     metric = "accuracy" if "accuracy" in result["metrics"] else "r2"
     return {**base, "model": result["model"], "metric": metric, "value": result["metrics"][metric],
             "metrics": result["metrics"], "params": result["params"],
             "search_seconds": result.get("search_seconds"), "train_seconds": result["train_seconds"],
             "retrain": config["retrain"], "fingerprint": result.get("fingerprint")}
-
-
-def _read_yaml(path: str) -> Dict[str, Any]:
-    import yaml
-
-    with open(path, encoding="utf-8") as f:
-        return yaml.safe_load(f)
 
 
 def search_record(cell: Cell, run_dir: str) -> Dict[str, Any]:
@@ -275,8 +262,7 @@ def _cells(spec: StudySpec, entry: DatasetEntry, seed: int,
             todo.append((Cell(entry, seed, method, overrides), [method]))
     missing = [b for b in spec.baselines if not os.path.exists(record_path(results_dir, entry.key, seed, b))]
     if missing:
-        first, overrides = spec.search_methods[0]
-        todo.append((Cell(entry, seed, "", overrides, baselines=True), missing))
+        todo.append((Cell(entry, seed, "", spec.search_methods[0][1], baselines=True), missing))
     return todo
 
 
@@ -391,7 +377,7 @@ def alpha_table(records: Sequence[Dict[str, Any]]) -> str:
         runs = [r["alphas"] for r in searched if r["dataset"] == dataset and r["method"] == method]
         for cell in ("normal", "reduce"):
             stat = lambda k: _mean_sd([a[cell].get(k) for a in runs], "{:.3f}")  # noqa: E731
-            lines.append(f"| {dataset} | {method} | {cell} | {len(runs)} | {stat('top_op_mass')} | "
+            lines.append(f"| {dataset} | {method} | {cell} | {len(runs)} | {stat('max_weight_mean')} | "
                          f"{stat('entropy_ratio')} | {stat('guessed_share')} | {stat('skip_count')} |")
     return "\n".join(lines) + "\n"
 

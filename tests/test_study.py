@@ -94,7 +94,7 @@ def test_tiny_study_is_interrupted_resumed_and_aggregated(tmp_path):
     ("seeds: [1]\ndatasets: {a: []}\nsearch_methods: {}\n", "search_methods"),
     ("seeds: [1]\ndatasets: {a: []}\nsearch_methods: {d: [1]}\n", "search_methods.d"),
     ("seeds: [1]\ndatasets: {a: []}\nsearch_methods: {d: []}\nbaselines: [d]\n", "unique"),
-    ("seeds: [1\n", "not valid YAML"),
+    ("seeds: [1\n", "invalid YAML"),
 ])
 def test_bad_study_file_is_one_line_naming_it(tmp_path, text, named):
     path = tmp_path / "bad.yaml"

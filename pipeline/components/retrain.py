@@ -35,8 +35,9 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     data = data_lib.load_prepared(inputs["dataset"])
     model_fn = network.model_fn(data.spec.task, genotype, config.retrain)
     result = trainer.retrain(config, data, model_fn, work_dir, strategy=strategy)
-    if trainer.worker_role(strategy) is not None:
-        return {"model": {"worker_role": trainer.worker_role(strategy)}}
+    role = trainer.worker_role(strategy)
+    if role is not None:  # a non-chief worker: the chief writes the artifact
+        return {"model": {"worker_role": role}}
     common.copy_files(work_dir, outputs["model"], FILES)
     history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"model": {

@@ -31,8 +31,9 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     strategy = trainer.make_strategy(config.runtime.devices, config.runtime.strategy)
     data = data_lib.load_prepared(inputs["dataset"])
     result = trainer.search(config, data, work_dir, strategy)
-    if trainer.worker_role(strategy) is not None:
-        return {"search": {"worker_role": trainer.worker_role(strategy)}}
+    role = trainer.worker_role(strategy)
+    if role is not None:  # a non-chief worker: the chief writes the artifact
+        return {"search": {"worker_role": role}}
     common.copy_files(work_dir, outputs["search"], FILES)
     history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"search": {
