@@ -214,6 +214,8 @@ def _record(base: Dict[str, Any], result: Dict[str, Any], run_dir: str) -> Dict[
     return {**base, "model": result["model"], "metric": metric, "value": result["metrics"][metric],
             "metrics": result["metrics"], "params": result["params"],
             "search_seconds": result.get("search_seconds"), "train_seconds": result["train_seconds"],
+            "search_cpu_seconds": result.get("search_cpu_seconds"),
+            "train_cpu_seconds": result.get("train_cpu_seconds"),
             "retrain": config["retrain"], "fingerprint": result.get("fingerprint")}
 
 
@@ -268,10 +270,14 @@ def _cells(spec: StudySpec, entry: DatasetEntry, seed: int,
 
 def _baselines_overrides(spec: StudySpec, entry: DatasetEntry, seed: int, results_dir: str,
                          names: Sequence[str]) -> List[str]:
-    """``baselines.include`` and random search's budget: the first search method's seconds."""
+    """``baselines.include`` and random search's budget: the first search method's processor
+    seconds (its wall seconds for records without them), which other work on the machine
+    barely changes."""
     first = fileio.read_json(record_path(results_dir, entry.key, seed, spec.search_methods[0][0]))
+    cpu = first.get("search_cpu_seconds")
+    budget, clock = (cpu, "cpu") if cpu else (first["search_seconds"] or 0, "wall")
     return [f"baselines.include={','.join(names)}",
-            f"baselines.random_budget_seconds={float(first['search_seconds'] or 0):.1f}"]
+            f"baselines.random_budget_seconds={float(budget):.1f}", f"baselines.random_budget_clock={clock}"]
 
 
 def run_study(spec: StudySpec, output_dir: str, results_dir: str,
@@ -337,9 +343,17 @@ def summary_rows(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
         rows.append({"dataset": dataset, "method": method, "runs": len(runs), "metric": runs[0]["metric"],
                      "value": _mean_sd([r["value"] for r in runs]),
                      "params": _mean_sd([r["params"] for r in runs], "{:,.0f}"),
-                     "search_s": _mean_sd([r["search_seconds"] for r in runs], "{:.0f}"),
-                     "train_s": _mean_sd([r["train_seconds"] for r in runs], "{:.0f}")})
+                     **{f"{k}_s": _mean_sd([r.get(f"{k}_seconds") for r in runs], "{:.0f}")
+                        for k in COSTS}})
     return rows
+
+
+COSTS = ("search", "search_cpu", "train", "train_cpu")
+COST_HEADER = "search s | search CPU s | retrain s | retrain CPU s"
+
+
+def _seconds(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def aggregate(records: Sequence[Dict[str, Any]]) -> str:
@@ -347,17 +361,18 @@ def aggregate(records: Sequence[Dict[str, Any]]) -> str:
     from tfdarts import analysis
     from tfdarts.genotype import Genotype
 
-    lines = ["| dataset | method | runs | test metric | params | search s | retrain s |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | method | runs | test metric | params | " + COST_HEADER + " |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for row in summary_rows(records):
+        costs = " | ".join(row[f"{k}_s"] for k in COSTS)
         lines.append(f"| {row['dataset']} | {row['method']} | {row['runs']} | {row['metric']} "
-                     f"{row['value']} | {row['params']} | {row['search_s']} | {row['train_s']} |")
+                     f"{row['value']} | {row['params']} | {costs} |")
     lines += ["", "### Every run", "", "| dataset | method | seed | model | test metric | params | "
-              "search s | retrain s |", "|---|---|---|---|---|---|---|---|"]
+              + COST_HEADER + " |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
-        search = "-" if r["search_seconds"] is None else f"{r['search_seconds']:.0f}"
+        costs = " | ".join(_seconds(r.get(f"{k}_seconds")) for k in COSTS)
         lines.append(f"| {r['dataset']} | {r['method']} | {r['seed']} | {r['model']} | "
-                     f"{r['metric']} {r['value']:.4f} | {r['params']:,} | {search} | {r['train_seconds']:.0f} |")
+                     f"{r['metric']} {r['value']:.4f} | {r['params']:,} | {costs} |")
     lines += ["", "### Cells", "", "| dataset | method | seed | normal cell | reduce cell |",
               "|---|---|---|---|---|"]
     for r in records:
@@ -405,7 +420,7 @@ def write_results(spec: StudySpec, results_dir: str, command: Optional[Sequence[
 
 
 CSV_FIELDS = ("dataset", "method", "seed", "model", "metric", "value", "params", "search_seconds",
-              "train_seconds")
+              "train_seconds", "search_cpu_seconds", "train_cpu_seconds")
 
 
 def _write_csv(path: str, records: Sequence[Dict[str, Any]]) -> None:
@@ -415,6 +430,12 @@ def _write_csv(path: str, records: Sequence[Dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(records)
+
+
+def _cpu_cost(record: Dict[str, Any]) -> float:
+    """Search + retrain processor seconds (wall seconds where a record has none)."""
+    search = record.get("search_cpu_seconds") or record.get("search_seconds") or 0.0
+    return float(search + (record.get("train_cpu_seconds") or record["train_seconds"]))
 
 
 def plot_study(records: Sequence[Dict[str, Any]], folder: str) -> List[str]:
@@ -430,11 +451,11 @@ def plot_study(records: Sequence[Dict[str, Any]], folder: str) -> List[str]:
         rows = [r for r in records if r["dataset"] == dataset]
         for method in dict.fromkeys(r["method"] for r in rows):
             runs = [r for r in rows if r["method"] == method]
-            cost = [(r["search_seconds"] or 0) + r["train_seconds"] for r in runs]
+            cost = [_cpu_cost(r) for r in runs]
             value = [r["value"] for r in runs]
             ax.errorbar(np.mean(cost), np.mean(value), xerr=np.std(cost), yerr=np.std(value),
                         fmt="o", capsize=3, label=method)
-        ax.set(title=dataset, xlabel="search + retrain seconds", ylabel=f"test {rows[0]['metric']}")
+        ax.set(title=dataset, xlabel="search + retrain CPU seconds", ylabel=f"test {rows[0]['metric']}")
         ax.legend(fontsize=7)
     paths = save_figure(fig, os.path.join(folder, "metric_vs_cost"), ("png",))
     searched = [r for r in records if r.get("alphas")]

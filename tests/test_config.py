@@ -32,6 +32,7 @@ def test_yaml_then_overrides(tmp_path):
     ("search.w_lr=fast", "expected a number"),
     ("search.order=3", "search.order must be 1 or 2"),
     ("search.primitives=none,conv_9x9", "unknown ops"),
+    ("baselines.random_budget_clock=cpu_time", "use wall or cpu"),
     ("epochs", "section.key=value"),
 ])
 def test_bad_overrides(override, message):

@@ -146,12 +146,16 @@ def test_baselines_share_the_record_format(fashion_small, tmp_path):
 
 
 def test_random_search_stops_at_its_budget(fashion_small, tmp_path):
-    """A budget smaller than one candidate's training: one candidate, seconds recorded."""
+    """A processor-seconds budget smaller than one candidate's training: one candidate,
+    both clocks recorded."""
     cfg = C.load_config(overrides=TINY + ["retrain.eval_every=0", "baselines.random_samples=3",
                                           "baselines.random_epochs=1",
-                                          "baselines.random_budget_seconds=0.001"])
-    genotype, seconds = baselines.random_search(cfg, fashion_small, str(tmp_path))
+                                          "baselines.random_budget_seconds=0.001",
+                                          "baselines.random_budget_clock=cpu"])
+    genotype, cost = baselines.random_search(cfg, fashion_small, str(tmp_path))
     selection = json.loads((tmp_path / contract.RANDOM_SELECTION_FILE).read_text())
-    assert len(selection["candidates"]) == 1 and seconds == selection["seconds"] > 0
+    assert len(selection["candidates"]) == 1 and selection["clock"] == "cpu"
+    assert cost["seconds"] == selection["seconds"] > 0
+    assert cost["cpu_seconds"] == selection["cpu_seconds"] > 0
     assert Genotype.from_dict(selection["candidates"][0]["genotype"]) == genotype
     assert Genotype.load(str(tmp_path / contract.BEST_GENOTYPE_FILE)) == genotype

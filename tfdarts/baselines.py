@@ -36,12 +36,14 @@ class Candidate:
         model_fn: Builds the model.
         epochs: Training epochs (0 = ``retrain.epochs``).
         search_seconds: Seconds spent choosing it (random search), if any.
+        search_cpu_seconds: Processor seconds spent choosing it, if any.
     """
 
     name: str
     model_fn: ModelFn
     epochs: int = 0
     search_seconds: Optional[float] = None
+    search_cpu_seconds: Optional[float] = None
 
 
 BaselineFn = Callable[[Config, data_lib.PreparedData, str], Candidate]
@@ -57,53 +59,68 @@ def _validation_view(data: data_lib.PreparedData, seed: int) -> data_lib.Prepare
     return data_lib.PreparedData(spec, data.x_train[a], data.y_train[a], data.x_train[b], data.y_train[b])
 
 
-def random_search(config: Config, data: data_lib.PreparedData, out_dir: str) -> Tuple[Genotype, float]:
-    """Trains random genotypes briefly and returns the best with the seconds spent.
+def random_search(config: Config, data: data_lib.PreparedData,
+                  out_dir: str) -> Tuple[Genotype, Dict[str, float]]:
+    """Trains random genotypes briefly and returns the best with the cost spent.
 
     Up to `baselines.random_samples` candidates train for `baselines.random_epochs`
     on one half of the training split and are ranked on the other half (the test
     split is never used for the choice). With `baselines.random_budget_seconds`
-    sampling stops once the candidates' training and ranking used that budget
-    (at least one candidate runs). Writes the winner to
-    `contract.BEST_GENOTYPE_FILE` and every candidate's score and the seconds to
-    `contract.RANDOM_SELECTION_FILE`.
+    sampling stops once the candidates' training and ranking used that budget on
+    `baselines.random_budget_clock` (at least one candidate runs). Writes the
+    winner to `contract.BEST_GENOTYPE_FILE` and every candidate's score and the
+    cost to `contract.RANDOM_SELECTION_FILE`.
+
+    Returns:
+        The best genotype and ``{"seconds", "cpu_seconds"}`` spent choosing it.
     """
     b, s = config.baselines, config.search
     view = _validation_view(data, config.data.seed)
     metric = data.spec.task.metric_name
     candidates: List[Dict[str, Any]] = []
-    spent = 0.0
+    spent = {"seconds": 0.0, "cpu_seconds": 0.0}
+    budget_key = "cpu_seconds" if b.random_budget_clock == "cpu" else "seconds"
     for i, geno in enumerate(sampler.random_genotypes(b.random_samples, s.seed, s.primitives, s.nodes)):
-        if b.random_budget_seconds and candidates and spent >= b.random_budget_seconds:
-            log.info("random search: budget of %.0f s used after %d candidates",
-                     b.random_budget_seconds, len(candidates))
+        if b.random_budget_seconds and candidates and spent[budget_key] >= b.random_budget_seconds:
+            log.info("random search: budget of %.0f %s s used after %d candidates",
+                     b.random_budget_seconds, b.random_budget_clock, len(candidates))
             break
-        started = time.time()
+        started = _clocks()
         result = trainer.retrain(config, view, network.model_fn(view.spec.task, geno, config.retrain),
                                  os.path.join(out_dir, f"candidate_{i}"),
                                  name=f"random {i + 1}/{b.random_samples}", epochs=b.random_epochs)
         score = float(evaluation.evaluate(result.model, view)[metric])
-        # a resumed candidate counts its recorded training time, not the restart's
-        spent += result.seconds + (time.time() - started - _fresh_seconds(result))
+        _add_cost(spent, result, started)
         log.info("random candidate %d: validation %s %.4f", i + 1, metric, score)
         candidates.append({"genotype": geno.to_dict(), "validation": score})
     best = max(candidates, key=lambda c: c["validation"])
     fileio.write_json(os.path.join(out_dir, contract.BEST_GENOTYPE_FILE), best["genotype"])
     fileio.write_json(os.path.join(out_dir, contract.RANDOM_SELECTION_FILE),
-                      {"metric": metric, "seconds": spent, "candidates": candidates})
+                      {"metric": metric, **spent, "clock": b.random_budget_clock,
+                       "candidates": candidates})
     return Genotype.from_dict(best["genotype"]), spent
 
 
-def _fresh_seconds(result: trainer.RetrainResult) -> float:
-    """Training seconds of the epochs this process ran (not restored ones)."""
-    return float(sum(r["seconds"] for r in result.history[result.resumed_from:]))
+def _clocks() -> Dict[str, float]:
+    return {"seconds": time.time(), "cpu_seconds": time.process_time()}
+
+
+def _add_cost(spent: Dict[str, float], result: trainer.RetrainResult, started: Dict[str, float]) -> None:
+    """Adds a candidate's cost: its recorded training (a resumed candidate counts its
+    restored epochs) plus what this process spent beyond its fresh epochs (tracing,
+    ranking)."""
+    now = _clocks()
+    for key in spent:
+        recorded = [r.get(key, 0.0) for r in result.history]
+        fresh = sum(recorded[result.resumed_from:])
+        spent[key] += sum(recorded) + (now[key] - started[key] - fresh)
 
 
 @BASELINES.register("random")
 def _random(config: Config, data: data_lib.PreparedData, folder: str) -> Candidate:
-    genotype, seconds = random_search(config, data, os.path.join(folder, "search"))
+    genotype, cost = random_search(config, data, os.path.join(folder, "search"))
     return Candidate("random_best", network.model_fn(data.spec.task, genotype, config.retrain),
-                     search_seconds=seconds)
+                     search_seconds=cost["seconds"], search_cpu_seconds=cost["cpu_seconds"])
 
 
 @BASELINES.register("darts_v2")
@@ -154,5 +171,6 @@ def run_baselines(config: Config, data: data_lib.PreparedData, out_dir: str) -> 
                         epochs=candidate.epochs)
         records.append(evaluation.evaluate_and_export(config, data, train_dir, eval_dir,
                                                       search_seconds=candidate.search_seconds,
+                                                      search_cpu_seconds=candidate.search_cpu_seconds,
                                                       name=candidate.name))
     return records

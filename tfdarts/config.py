@@ -111,6 +111,9 @@ class BaselineConfig:
     # random search stops sampling once its candidates' training has used this many
     # seconds (0 = no budget: all random_samples); a cost match for a search's seconds
     random_budget_seconds: float = 0.0
+    # the clock of that budget: wall seconds, or cpu (processor seconds of the process,
+    # nearly unchanged when other work shares the machine)
+    random_budget_clock: str = "wall"
     include: Tuple[str, ...] = ("random", "resnet18", "tiny_resnet", "darts_v2")
 
 
@@ -291,7 +294,10 @@ def validate(config: Config) -> None:
     ])
     _validate_remedies(s)
     _raise_first([(config.runtime.strategy in STRATEGIES,
-                   f"runtime.strategy={config.runtime.strategy!r}; use {' or '.join(STRATEGIES)}")])
+                   f"runtime.strategy={config.runtime.strategy!r}; use {' or '.join(STRATEGIES)}"),
+                  (config.baselines.random_budget_clock in CLOCKS,
+                   f"baselines.random_budget_clock={config.baselines.random_budget_clock!r}; "
+                   f"use {' or '.join(CLOCKS)}")])
     try:
         space.check_primitives(s.primitives)
     except ValueError as err:
@@ -300,6 +306,7 @@ def validate(config: Config) -> None:
 
 EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
 STRATEGIES: Tuple[str, ...] = ("mirrored", "multi_worker")
+CLOCKS: Tuple[str, ...] = ("wall", "cpu")
 
 
 def _validate_remedies(s: SearchConfig) -> None:

@@ -3,8 +3,12 @@
 A result record (one per model) is plain JSON, written as `contract.METRICS_FILE`::
 
     {"model": "darts", "params": int, "search_seconds": float | None,
-     "train_seconds": float, "metrics": {...}, "seed": int, "dataset": str,
+     "search_cpu_seconds": float | None, "train_seconds": float,
+     "train_cpu_seconds": float, "metrics": {...}, "seed": int, "dataset": str,
      "fingerprint": str}
+
+``*_cpu_seconds`` are processor seconds of the training process (all threads): a
+cost that barely changes when other work shares the machine, unlike wall seconds.
 
 Metrics come from `tfdarts.metrics.summarize` over the same summed statistics
 the training step produces (`tfdarts.steps.batch_stats`).
@@ -64,11 +68,11 @@ def evaluate(model: keras.Model, data: data_lib.PreparedData,
 
 
 def result_record(name: str, model: TaskModel, test_metrics: Dict[str, float],
-                  data: data_lib.PreparedData, config: Config, train_seconds: float,
-                  search_seconds: Optional[float]) -> Dict[str, Any]:
-    """The result record of one model (see module docstring)."""
-    return {"model": name, "params": count_params(model), "search_seconds": search_seconds,
-            "train_seconds": float(train_seconds), "metrics": test_metrics,
+                  data: data_lib.PreparedData, config: Config, cost: Dict[str, Optional[float]]
+                  ) -> Dict[str, Any]:
+    """The result record of one model (see module docstring); `cost` holds
+    ``search_seconds, search_cpu_seconds, train_seconds, train_cpu_seconds``."""
+    return {"model": name, "params": count_params(model), **cost, "metrics": test_metrics,
             "seed": config.retrain.seed, "dataset": data.spec.name,
             "fingerprint": data.spec.fingerprint}
 
@@ -81,7 +85,8 @@ def _write_confusion(out_dir: str, spec: data_lib.DataSpec, out: np.ndarray, y: 
 
 def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir: str,
                         out_dir: str, search_seconds: Optional[float] = None,
-                        name: str = "darts") -> Dict[str, Any]:
+                        name: str = "darts",
+                        search_cpu_seconds: Optional[float] = None) -> Dict[str, Any]:
     """Evaluates a retrained model on the test split and exports it.
 
     Writes `contract.METRICS_FILE` (the result record), `contract.CONFUSION_FILE`
@@ -102,8 +107,10 @@ def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir
     export.save_model(model, os.path.join(out_dir, contract.MODEL_FILE))
     if genotype is not None:
         fileio.write_json(os.path.join(out_dir, contract.GENOTYPE_FILE), genotype.to_dict())
-    seconds = sum(r["seconds"] for r in history["epochs"])
-    record = result_record(name, model, test_metrics, data, config, seconds, search_seconds)
+    cost = {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu_seconds,
+            "train_seconds": float(sum(r["seconds"] for r in history["epochs"])),
+            "train_cpu_seconds": float(sum(r.get("cpu_seconds", 0.0) for r in history["epochs"]))}
+    record = result_record(name, model, test_metrics, data, config, cost)
     fileio.write_json(os.path.join(out_dir, contract.METRICS_FILE), record)
     log.info("%s test %s", name, ", ".join(f"{k} {v:.4f}" for k, v in test_metrics.items()))
     return record

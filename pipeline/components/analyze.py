@@ -40,6 +40,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
                "metrics": darts.get("metrics"), "params": darts.get("params"),
                "search_seconds": darts.get("search_seconds"),
                "train_seconds": darts.get("train_seconds"),
+               "search_cpu_seconds": darts.get("search_cpu_seconds"),
+               "train_cpu_seconds": darts.get("train_cpu_seconds"),
                "warnings": stats.get("warnings", []),
                "models": [r.get("model") for r in records], "config": config.to_dict()}
     fileio.write_json(os.path.join(out, contract.SUMMARY_FILE), summary)

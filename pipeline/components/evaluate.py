@@ -11,6 +11,9 @@ from tfdarts import contract
 from tfdarts.config import Config
 
 
+COST_KEYS = ("search_seconds", "search_cpu_seconds", "train_seconds", "train_cpu_seconds")
+
+
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         work_dir: str) -> Dict[str, Dict[str, Any]]:
     """Evaluates ``inputs["model"]`` and exports it to ``outputs["evaluation"]``.
@@ -23,13 +26,14 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     from tfdarts import evaluation
 
     data = data_lib.load_prepared(inputs["dataset"])
-    search_seconds = common.read_properties(inputs["search"]).get("seconds")
+    search = common.read_properties(inputs["search"])
     record = evaluation.evaluate_and_export(config, data, inputs["model"], outputs["evaluation"],
-                                            search_seconds=search_seconds)
+                                            search_seconds=search.get("seconds"),
+                                            search_cpu_seconds=search.get("cpu_seconds"))
     props: Dict[str, Any] = {
         "model": record["model"], "dataset": data.spec.name, "fingerprint": data.spec.fingerprint,
         "metric": data.spec.task.metric_name, "params": record["params"],
-        "search_seconds": record.get("search_seconds"), "train_seconds": record.get("train_seconds"),
+        **{key: record.get(key) for key in COST_KEYS},
         "saved_model": contract.SAVED_MODEL_DIR, "metrics": record["metrics"]}
     props.update({name: float(value) for name, value in record["metrics"].items()})
     return {"evaluation": props}
