@@ -22,7 +22,7 @@ from typing import Dict, List, NoReturn, Optional, Sequence, Tuple, Type
 import tfdarts
 from tfdarts.progress import format_duration
 
-__all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "fail",
+__all__ = ["UsageError", "CONFIG_DIR", "PRESETS", "known_datasets", "build_config", "run_name", "fail",
            "ArgumentParser", "READ_ERRORS", "file_error", "configure_logging", "EtaFilter"]
 
 CONFIG_DIR = os.environ.get("TFDARTS_CONFIG_DIR") or os.path.join(
@@ -87,6 +87,61 @@ def build_config(dataset: str, preset: str = "cpu", config_paths: Sequence[str] 
         path = os.path.abspath(os.path.expanduser(config.data.data_dir))
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, data_dir=path))
     return config
+
+
+NAME_IGNORES = ("data.data_dir", "runtime.")
+"""Settings that do not change a run's results (where the data lies, how computation is
+spread and logged; the data's fingerprint guards its content) and so not its folder."""
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+=-")
+
+
+def _flat(tree: Dict, prefix: str = "") -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def config_changes(config, dataset: str, preset: str) -> Dict[str, object]:
+    """``section.key -> value`` of `config` that differ from the dataset's file on the preset
+    (leaving out `NAME_IGNORES`)."""
+    base = build_config(dataset, preset, overrides=[f"data.data_dir={config.data.data_dir}"]
+                        if config.data.data_dir else [])
+    ours, theirs = _flat(config.to_dict()), _flat(base.to_dict())
+    return {k: v for k, v in sorted(ours.items()) if theirs.get(k) != v
+            and not any(k == i or (i.endswith(".") and k.startswith(i)) for i in NAME_IGNORES)}
+
+
+def _name_part(key: str, value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        value = "+".join(map(str, value))
+    text = f"{key[len('data.'):] if key.startswith('data.') else key}={value}"
+    return "".join(c if c in _NAME_CHARS else "_" for c in text)
+
+
+def run_name(dataset: str, preset: str, changes: Dict[str, object], extra: Sequence[str] = ()) -> str:
+    """The default run folder name: ``<dataset>-<preset>``, then the changed settings
+    (``-split=grouped``, ``-search.epochs=3``, or ``-h<hash>`` of them when that would exceed 48 characters) and
+    `extra` parts, so runs with different results never share a folder and the same
+    command always finds its own.
+
+    Args:
+        changes: From `config_changes`.
+        extra: Further ``key=value`` parts (e.g. the given genotype), in this order.
+    """
+    import hashlib
+    import json
+
+    parts = [_name_part(k, v) for k, v in changes.items()] + [_name_part(*e.split("=", 1)) for e in extra]
+    suffix = ",".join(parts)
+    if len(suffix) > 48:
+        blob = json.dumps([changes, list(extra)], sort_keys=True, default=str)
+        suffix = "h" + hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return f"{dataset}-{preset}" + (f"-{suffix}" if suffix else "")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

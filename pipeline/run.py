@@ -3,7 +3,9 @@
 Ingest -> search -> retrain -> evaluate -> analyze (plus baselines with
 ``--baselines``) run in this process with TFX's LocalDagRunner; ML Metadata is an
 SQLite store in the run folder ``<output_dir>/<run_name>`` (default run name
-``<dataset>-<preset>``), next to the artifacts (``artifacts/``), the steps'
+``<dataset>-<preset>`` followed by the settings that differ from the dataset's
+defaults, e.g. ``graphene_kirigami-cpu-split=grouped``, so runs with different
+results never share a folder; see `pipeline.cli.run_name`), next to the artifacts (``artifacts/``), the steps'
 working folders with checkpoints (``work/``) and logs (``logs/``).
 
 Rerunning the same command reuses every finished step from TFX's cache and resumes
@@ -41,7 +43,8 @@ flags.DEFINE_string("preset", "cpu", "Size preset: configs/presets/<preset>.yaml
 flags.DEFINE_multi_string("config", [], "Extra YAML config file(s), applied after preset and dataset.")
 flags.DEFINE_multi_string("override", [], "section.key=value, applied last (repeatable).")
 flags.DEFINE_string("output_dir", "./runs", "Parent folder of run folders.")
-flags.DEFINE_string("run_name", "", "Run folder name (default <dataset>-<preset>).")
+flags.DEFINE_string("run_name", "", "Run folder name (default <dataset>-<preset>, then the "
+                    "settings that differ from the dataset's defaults, e.g. -split=grouped).")
 flags.DEFINE_bool("baselines", False, "Also run random search, ResNet-18, tiny ResNet and DARTS_V2 "
                   "and add them to the results table.")
 flags.DEFINE_bool("cache", True, "Reuse finished steps with identical inputs (TFX cache).")
@@ -186,8 +189,8 @@ def main(argv: List[str]) -> int:
         config = cli.build_config(FLAGS.dataset, FLAGS.preset, FLAGS.config, FLAGS.override)
     except (cli.UsageError, ConfigError, DataError) as err:
         cli.fail(err)
-    run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or
-                                           f"{FLAGS.dataset}-{FLAGS.preset}"))
+    run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or cli.run_name(
+        FLAGS.dataset, FLAGS.preset, cli.config_changes(config, FLAGS.dataset, FLAGS.preset))))
     cli.quiet_libraries(import_tensorflow=True)
     from tfdarts import baselines as baselines_lib
 

@@ -259,7 +259,7 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest and "Traceback" not in rest
-    folder = str(tmp_path / "fashion_mnist-tiny")
+    folder = str(tmp_path / "fashion_mnist-tiny-search.epochs=3")
     states = {(e["component"], e["state"]) for e in _executions(_open_store(folder))}
     assert states == {("Ingest", "COMPLETE"), ("Search", "FAILED")}
 
