@@ -59,14 +59,28 @@ def _check_run(run_dir: str) -> str:
     return search_dir
 
 
+def cell_source(run_dir: str) -> str:
+    """Where a run's cell came from (``searched on <dataset>``, ``given: <origin>``), from
+    its report's summary; ``searched`` for runs without one."""
+    path = os.path.join(run_dir, "report", contract.SUMMARY_FILE)
+    if not os.path.exists(path):
+        return "searched"
+    from tfdarts import fileio
+
+    return str(fileio.read_json(path).get("cell_source") or "searched")
+
+
 def _run_table(run_dir: str) -> Any:
-    """The comparison rows of one run (`tfdarts.analysis.compare_runs`).
+    """The comparison rows of one run (`tfdarts.analysis.compare_runs`); None for a
+    given cell (it has no alphas).
 
     The files are checked first; what fails after that is the statistics of the
     alphas (e.g. raw logits instead of probabilities), reported against ``alphas.npz``.
     """
     from tfdarts import analysis
 
+    if cell_source(run_dir).startswith("given"):
+        return None
     search_dir = _check_run(run_dir)
     try:
         return analysis.compare_runs([run_dir])
@@ -98,9 +112,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     missing = [d for d in args.run_dirs if not os.path.isdir(d)]
     if missing:
         cli.fail(f"not a folder: {', '.join(missing)}")
-    table = pd.concat([_run_table(d) for d in args.run_dirs], ignore_index=True)
-    out = ["## Search statistics (last snapshot per run and cell)", "",
-           analysis.to_markdown(table)]
+    tables = [t for t in (_run_table(d) for d in args.run_dirs) if t is not None]
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    out = ["## Cells", "", "| run | cell |", "|---|---|"]
+    out += [f"| {analysis.run_name(d)} | {cell_source(d)} |" for d in args.run_dirs]
+    out += ["", "## Search statistics (last snapshot per run and cell)", "",
+            analysis.to_markdown(table) if tables else "No searched runs."]
     for run_dir in args.run_dirs:
         path = os.path.join(run_dir, contract.RESULTS_CSV)
         if os.path.exists(path):

@@ -325,11 +325,12 @@ def _non_default(config: Mapping[str, Any]) -> List[str]:
 _SHOWN = {
     contract.DATASET_TYPE: ("name", "fingerprint", "source", "task", "input_shape", "num_train",
                         "num_test", "augment"),
-    contract.SEARCH_RESULT_TYPE: ("genotype", "epochs", "val_metric", "train_metric", "supernet_params",
-                                  "seconds", "resumed_from_epoch"),
+    contract.SEARCH_RESULT_TYPE: ("source", "origin", "genotype", "epochs", "val_metric", "train_metric",
+                                  "supernet_params", "seconds", "resumed_from_epoch"),
     contract.MODEL_TYPE: ("params", "epochs", "train_metric", "test_metric", "seconds",
                           "resumed_from_epoch"),
-    contract.EVALUATION_TYPE: ("metrics", "params", "saved_model", "search_seconds", "train_seconds"),
+    contract.EVALUATION_TYPE: ("cell_source", "metrics", "params", "saved_model", "search_seconds",
+                               "train_seconds"),
     contract.BASELINES_TYPE: ("models",),
     contract.REPORT_TYPE: ("report", "results", "warnings", "models"),
 }

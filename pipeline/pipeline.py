@@ -74,6 +74,8 @@ STEPS: Tuple[StepSpec, ...] = (
     StepSpec("search", "Search", ("data", "search", "runtime"),
              inputs=(("dataset", "ingest.dataset"),),
              outputs=(("search", contract.SEARCH_RESULT_TYPE),)),
+    StepSpec("given", "Given", ("data",), inputs=(("dataset", "ingest.dataset"),),
+             outputs=(("search", contract.SEARCH_RESULT_TYPE),), optional=True),
     StepSpec("retrain", "Retrain", _TRAINING,
              inputs=(("dataset", "ingest.dataset"), ("search", "search.search")),
              outputs=(("model", contract.MODEL_TYPE),)),
@@ -91,24 +93,29 @@ STEPS: Tuple[StepSpec, ...] = (
              outputs=(("report", contract.REPORT_TYPE),), optional_inputs=("baselines",)),
 )
 """Every step in topological order. The five core steps always run; ``baselines``
-only with ``--baselines``."""
+only with ``--baselines``; ``given`` (a cell from a file or a paper) replaces
+``search`` with ``--genotype``."""
 
 
-def active_steps(baselines: bool = False) -> List[StepSpec]:
+def active_steps(baselines: bool = False, given: bool = False) -> List[StepSpec]:
     """The steps to run, with inputs from inactive steps dropped.
 
     Args:
         baselines: Include the baselines step (random search, ResNets, DARTS_V2).
+        given: Retrain a given cell: the ``given`` step replaces ``search`` (and
+            feeds the steps that read ``search.search``).
 
     Returns:
         Steps in topological order.
     """
-    chosen = [s for s in STEPS if baselines or not s.optional]
+    wanted = {"baselines": baselines, "given": given, "search": not given}
+    chosen = [s for s in STEPS if wanted.get(s.name, not s.optional)]
     names = {s.name for s in chosen}
     out = []
     for step in chosen:
-        inputs = tuple((k, src) for k, src in step.inputs if src.split(".")[0] in names)
-        missing = [k for k, src in step.inputs if (k, src) not in inputs]
+        rewired = [(k, "given.search" if given and src == "search.search" else src) for k, src in step.inputs]
+        inputs = tuple((k, src) for k, src in rewired if src.split(".")[0] in names)
+        missing = [k for k, src in rewired if (k, src) not in inputs]
         if any(k not in step.optional_inputs for k in missing):
             raise ValueError(f"step {step.name} needs inputs {missing} from inactive steps")
         out.append(dataclasses.replace(step, inputs=inputs))
@@ -171,7 +178,8 @@ def _component_factory(step: StepSpec) -> Any:
 def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
                     baselines: bool = False, work_root: Optional[str] = None,
                     version: Optional[str] = None, name: Optional[str] = None,
-                    enable_cache: bool = True, source_fingerprint: str = "") -> Any:
+                    enable_cache: bool = True, source_fingerprint: str = "",
+                    given: Optional[Tuple[str, str]] = None) -> Any:
     """Builds the TFX pipeline (pure: reads no flags, runs nothing).
 
     Args:
@@ -187,6 +195,8 @@ def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
         source_fingerprint: Content hash of the local data files
             (`tfdarts.data.source_fingerprint`), a parameter of the ingest step so
             that an edited data file invalidates its cache and everything downstream.
+        given: ``(genotype JSON, origin)`` of a cell to retrain instead of searching
+            (`pipeline.components.given`); origin names its file or paper.
 
     Returns:
         A ``tfx.orchestration.pipeline.Pipeline``.
@@ -198,8 +208,10 @@ def create_pipeline(config: Config, pipeline_root: str, metadata_path: str, *,
     if work_root is None:
         work_root = os.path.join(os.path.dirname(os.path.abspath(pipeline_root)), WORK_DIR)
     components: Dict[str, Any] = {}
-    for step in active_steps(baselines):
+    for step in active_steps(baselines, given=given is not None):
         kwargs: Dict[str, Any] = {"source_fingerprint": source_fingerprint} if step.name == "ingest" else {}
+        if step.name == "given":
+            kwargs.update(genotype_json=given[0], origin=given[1])
         for key, _ in step.inputs:
             producer, output = step.producer(key)
             kwargs[key] = components[producer].outputs[output]

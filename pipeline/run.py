@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -47,6 +48,8 @@ flags.DEFINE_string("run_name", "", "Run folder name (default <dataset>-<preset>
                     "settings that differ from the dataset's defaults, e.g. -split=grouped).")
 flags.DEFINE_bool("baselines", False, "Also run random search, ResNet-18, tiny ResNet and DARTS_V2 "
                   "and add them to the results table.")
+flags.DEFINE_string("genotype", "", "Retrain this cell instead of searching: DARTS_V1, DARTS_V2 "
+                    "or a genotype JSON file (e.g. another run's search/genotype.json).")
 flags.DEFINE_bool("cache", True, "Reuse finished steps with identical inputs (TFX cache).")
 flags.DEFINE_bool("verbose", False, "Show TFX's own log lines too.")
 
@@ -107,6 +110,21 @@ def _source_fingerprint(config: Any) -> str:
     fingerprint = data_lib.source_fingerprint(config.data)
     log.info("data files fingerprint %s (%.1f s)", fingerprint[:16] or "none", time.time() - started)
     return fingerprint
+
+
+def _given_cell(spec: str) -> tuple:
+    """``(genotype JSON, origin, run-name part)`` of ``--genotype``, validated before
+    anything runs (a file's part is its name and a hash of its cell)."""
+    import hashlib
+
+    from tfdarts.genotype import PUBLISHED, resolve
+
+    genotype, origin = resolve(spec)
+    text = json.dumps(genotype.to_dict(), sort_keys=True)  # canonical: the step's cache key
+    if origin in PUBLISHED:
+        return text, origin, origin
+    stem = os.path.splitext(os.path.basename(origin))[0]
+    return text, origin, f"{stem}.{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def _install_signal_handlers() -> None:
@@ -185,12 +203,16 @@ def main(argv: List[str]) -> int:
     from tfdarts.config import ConfigError
     from tfdarts.sources import DataError
 
+    from tfdarts.genotype import GenotypeError
+
     try:
         config = cli.build_config(FLAGS.dataset, FLAGS.preset, FLAGS.config, FLAGS.override)
-    except (cli.UsageError, ConfigError, DataError) as err:
+        given = _given_cell(FLAGS.genotype) if FLAGS.genotype else None
+    except (cli.UsageError, ConfigError, DataError, GenotypeError) as err:
         cli.fail(err)
+    extra = [f"genotype={given[2]}"] if given else []
     run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or cli.run_name(
-        FLAGS.dataset, FLAGS.preset, cli.config_changes(config, FLAGS.dataset, FLAGS.preset))))
+        FLAGS.dataset, FLAGS.preset, cli.config_changes(config, FLAGS.dataset, FLAGS.preset), extra)))
     cli.quiet_libraries(import_tensorflow=True)
     from tfdarts import baselines as baselines_lib
 
@@ -226,9 +248,10 @@ def main(argv: List[str]) -> int:
     tfx_pipeline = pipeline_lib.create_pipeline(
         config, os.path.join(run_dir, pipeline_lib.PIPELINE_ROOT_DIR), store_path,
         baselines=FLAGS.baselines, work_root=os.path.join(run_dir, pipeline_lib.WORK_DIR),
-        name=name, enable_cache=FLAGS.cache, source_fingerprint=_source_fingerprint(config))
+        name=name, enable_cache=FLAGS.cache, source_fingerprint=_source_fingerprint(config),
+        given=given[:2] if given else None)
     os.environ[pipeline_lib.LOG_EVERY_ENV] = str(config.runtime.log_every)
-    steps = [s.name for s in pipeline_lib.active_steps(FLAGS.baselines)]
+    steps = [s.name for s in pipeline_lib.active_steps(FLAGS.baselines, given=given is not None)]
     log.info("run folder %s; steps %s; log %s", run_dir, " -> ".join(steps), log_file)
     started = time.time()
     _install_signal_handlers()

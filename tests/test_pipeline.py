@@ -21,6 +21,7 @@ import pytest
 from conftest import FASHION_DIR, REPO
 
 from tfdarts import contract
+from tfdarts.genotype import DARTS_V2, Genotype
 
 COMPONENTS = ("Ingest", "Search", "Retrain", "Evaluate", "Analyze")
 TINY = ["--preset", "tiny", "--dataset", "fashion_mnist", "--override", f"data.data_dir={FASHION_DIR}"]
@@ -209,6 +210,24 @@ def test_compare_prints_tables(run_dir):
     assert "entropy_ratio" in proc.stdout and "| darts |" in proc.stdout
 
 
+def test_given_genotype_retrains_without_search(run_dir):
+    """--genotype DARTS_V2: a Given step replaces Search, lineage names the cell's origin,
+    the run has its own folder and compare tells the two runs' cells apart."""
+    parent = os.path.dirname(run_dir[0])
+    proc = _run(["-m", "pipeline.run", *TINY, "--genotype", "DARTS_V2", "--output_dir", parent])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = os.path.join(parent, "fashion_mnist-tiny-genotype=DARTS_V2")
+    components = [e["component"] for e in _executions(_open_store(folder))]
+    assert "Given" in components and "Search" not in components
+    assert Genotype.load(os.path.join(folder, "search", contract.GENOTYPE_FILE)) == DARTS_V2
+    lineage = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR)])
+    assert "\ngiven " in lineage.stdout and "origin: DARTS_V2" in lineage.stdout, lineage.stdout
+    assert os.path.exists(os.path.join(folder, "report", contract.REPORT_FILE))
+    compare = _run(["-m", "pipeline.compare", run_dir[0], folder], timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    assert "given: DARTS_V2" in compare.stdout and "searched on fashion_mnist" in compare.stdout
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -225,6 +244,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None
     (["--no_such_flag"], "no_such_flag"),
     (["--override", "data.data_dir=/no/such/folder"], "does not exist"),
     (["--override", "baselines.include=random,nope"], "baselines.include: unknown baseline 'nope'"),
+    (["--genotype", "DARTS_V9"], "neither a published cell"),
 ])
 def test_bad_input_exits_2_with_one_line(tmp_path, args, text):
     proc = _run(["-m", "pipeline.run", "--output_dir", str(tmp_path / "runs"), *args], timeout=120)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -18,7 +19,7 @@ from tfdarts import space
 from tfdarts.space import NONE, PRIMITIVES, SKIP
 
 __all__ = ["NONE", "PRIMITIVES", "Gene", "GenotypeError", "Genotype", "num_edges", "edge_index",
-           "parse_alphas", "DARTS_V1", "DARTS_V2", "PUBLISHED"]
+           "parse_alphas", "DARTS_V1", "DARTS_V2", "PUBLISHED", "resolve"]
 
 Gene = Tuple[Tuple[str, int], ...]
 
@@ -252,3 +253,20 @@ DARTS_V2 = Genotype(
 )
 
 PUBLISHED: Dict[str, Genotype] = {"DARTS_V1": DARTS_V1, "DARTS_V2": DARTS_V2}
+
+
+def resolve(spec: str) -> Tuple[Genotype, str]:
+    """A genotype by published name (``DARTS_V1``, ``DARTS_V2``) or JSON file path.
+
+    Returns:
+        ``(genotype, origin)``: origin is the name, or the file's absolute path.
+
+    Raises:
+        GenotypeError: Neither a known name nor a readable, valid genotype file.
+    """
+    if spec in PUBLISHED:
+        return PUBLISHED[spec], spec
+    if not os.path.exists(spec):
+        raise GenotypeError(f"genotype {spec!r} is neither a published cell "
+                            f"({', '.join(PUBLISHED)}) nor an existing JSON file")
+    return Genotype.load(spec), os.path.abspath(spec)

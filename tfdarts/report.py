@@ -356,3 +356,52 @@ def _figure_sections(run: analysis.SearchRun, figs: Dict[str, List[str]], normal
                          ["search (train / val) and retrain (train / test)"], out_dir,
                          "No training history found."),
     ]
+
+
+def build_given_report(out_dir: str, genotype: Genotype, origin: str,
+                       retrain_dir: Optional[str] = None, records: Sequence[Mapping[str, Any]] = (),
+                       title: str = "tfdarts report of a given cell", engine: str = "auto") -> str:
+    """The report of a cell that was given, not searched (no alphas to show).
+
+    Writes ``report.html``, the cell diagrams, the retrain curves, the results table
+    and a ``stats.json`` without search statistics.
+
+    Args:
+        out_dir: Output folder (created).
+        genotype: The retrained cell.
+        origin: Where it came from (a published name or a file).
+        retrain_dir: Optional retrain folder with ``history.json``.
+        records: Optional result records for `analysis.results_table`.
+        title: Page title.
+        engine: Cell-diagram engine for `analysis.plot_cell`.
+
+    Returns:
+        Path of ``<out_dir>/report.html``.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    fig_dir = os.path.join(out_dir, contract.FIGURES_DIR)
+    os.makedirs(fig_dir, exist_ok=True)
+    figs = {f"cell_{cell}": analysis.plot_cell(getattr(genotype, cell), getattr(genotype, cell + "_concat"),
+                                               os.path.join(fig_dir, f"cell_{cell}"), f"{cell} cell",
+                                               engine=engine)
+            for cell in analysis.CELL_TYPES}
+    retrain_history = analysis.read_history(retrain_dir)
+    curves = analysis.plot_learning_curves(None, retrain_history, os.path.join(fig_dir, "learning_curves"))
+    if curves:
+        figs["learning_curves"] = curves
+    write_json(os.path.join(out_dir, contract.STATS_JSON),
+               {"given": origin, "genotype": genotype.to_dict(), "warnings": [], "rows": []})
+    cells = "\n".join(f"{cell}: {analysis.format_gene(getattr(genotype, cell))}" for cell in analysis.CELL_TYPES)
+    facts = (f"<dl><dt>cell</dt><dd>given ({html.escape(origin)}), not searched: no alphas, "
+             f"no collapse signals</dd><dt>retrain test metric (last)</dt>"
+             f"<dd>{_fmt(_last_value(retrain_history, 'test_metric'))}</dd></dl>")
+    sections = [_section("Summary", facts + f"<h3>Genotype</h3><pre>{html.escape(cells)}</pre>"),
+                _figures_section("Genotype", figs, ["cell_normal", "cell_reduce"],
+                                 ["normal cell (given)", "reduction cell (given)"], out_dir, "No genotype."),
+                _figures_section("Learning curves", figs, ["learning_curves"], ["retrain (train / test)"],
+                                 out_dir, "No training history found."),
+                _results_section(records, out_dir)]
+    path = os.path.join(out_dir, contract.REPORT_FILE)
+    with atomic_open(path) as f:
+        f.write(_page(title, sections))
+    return path

@@ -12,6 +12,13 @@ from tfdarts import contract
 from tfdarts.config import Config
 
 
+def cell_source(search_props: Dict[str, Any]) -> str:
+    """Where the retrained cell came from: ``searched on <dataset>`` or ``given: <origin>``."""
+    if search_props.get("source") == "given":
+        return f"given: {search_props.get('origin')}"
+    return f"searched on {search_props.get('dataset')}"
+
+
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         work_dir: str) -> Dict[str, Dict[str, Any]]:
     """Builds the report from the search, retrain, evaluation (and baselines) folders.
@@ -32,11 +39,19 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     title = f"tfdarts on {darts.get('dataset', config.data.name)}"
     if value is not None:
         title += f": test {metric} {value:.4f}"
-    report.build_report(out, inputs["search"], inputs["model"], records, title=title)
-    stats = fileio.read_json(os.path.join(out, contract.STATS_JSON))
     search_props = common.read_properties(inputs["search"])
+    if search_props.get("source") == "given":
+        from tfdarts.genotype import Genotype
+
+        genotype = Genotype.load(os.path.join(inputs["search"], contract.GENOTYPE_FILE))
+        report.build_given_report(out, genotype, search_props.get("origin", "given"), inputs["model"],
+                                  records, title=title)
+    else:
+        report.build_report(out, inputs["search"], inputs["model"], records, title=title)
+    stats = fileio.read_json(os.path.join(out, contract.STATS_JSON))
     summary = {"dataset": darts.get("dataset"), "fingerprint": dataset.get("fingerprint"),
                "genotype": search_props.get("genotype"), "metric": metric, "value": value,
+               "cell_source": cell_source(search_props),
                "metrics": darts.get("metrics"), "params": darts.get("params"),
                "search_seconds": darts.get("search_seconds"),
                "train_seconds": darts.get("train_seconds"),

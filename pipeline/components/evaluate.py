@@ -27,13 +27,16 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
 
     data = data_lib.load_prepared(inputs["dataset"])
     search = common.read_properties(inputs["search"])
+    given = search.get("source") == "given"
     record = evaluation.evaluate_and_export(config, data, inputs["model"], outputs["evaluation"],
                                             search_seconds=search.get("seconds"),
-                                            search_cpu_seconds=search.get("cpu_seconds"))
+                                            search_cpu_seconds=search.get("cpu_seconds"),
+                                            name="given" if given else "darts")
     props: Dict[str, Any] = {
         "model": record["model"], "dataset": data.spec.name, "fingerprint": data.spec.fingerprint,
         "metric": data.spec.task.metric_name, "params": record["params"],
         **{key: record.get(key) for key in COST_KEYS},
+        "cell_source": f"given: {search.get('origin')}" if given else f"searched on {data.spec.name}",
         "saved_model": contract.SAVED_MODEL_DIR, "metrics": record["metrics"]}
     props.update({name: float(value) for name, value in record["metrics"].items()})
     return {"evaluation": props}
