@@ -41,6 +41,12 @@ class DataConfig:
     download: bool = True  # let TFDS download datasets that are not prepared yet
     tfds_dir: str = ""  # TFDS data folder ("" = TFDS's default, ~/tensorflow_datasets)
     seed: int = 2
+    # image folders and CSV manifests (tfdarts.layouts)
+    image_size: Tuple[int, ...] = ()  # resize images to (H, W) or (S,) = S x S; () = keep (all equal)
+    color: str = "auto"  # auto (gray if every image is), gray, rgb
+    path_column: str = "path"  # manifest column of file paths (relative to the CSV's folder)
+    label_column: str = "label"  # manifest column of class labels (classification)
+    target_columns: Tuple[str, ...] = ()  # manifest columns of float targets: regression
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,6 +311,7 @@ def validate(config: Config) -> None:
 
 
 EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
+COLORS: Tuple[str, ...] = ("auto", "gray", "rgb")
 STRATEGIES: Tuple[str, ...] = ("mirrored", "multi_worker")
 CLOCKS: Tuple[str, ...] = ("wall", "cpu")
 
@@ -346,6 +353,10 @@ def validate_data(cfg: DataConfig) -> None:
         (bool(cfg.name), "data.name is empty; use one of " + ", ".join(KNOWN_DATASETS)),
         (cfg.split in SPLITS, f"data.split={cfg.split!r}; use {' or '.join(SPLITS)}"),
         (cfg.augment in AUGMENTS, f"data.augment={cfg.augment!r}; use {', '.join(AUGMENTS)}"),
+        (cfg.color in COLORS, f"data.color={cfg.color!r}; use {', '.join(COLORS)}"),
+        (len(cfg.image_size) <= 2 and all(v >= 1 for v in cfg.image_size),
+         f"data.image_size={','.join(map(str, cfg.image_size))}: give H,W or S (positive), or "
+         "nothing to keep the images' size"),
     ])
 
 

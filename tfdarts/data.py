@@ -39,7 +39,7 @@ from typing import Any, Dict, Mapping, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
-from tfdarts import kirigami, sources
+from tfdarts import kirigami, layouts, sources
 from tfdarts.config import DataConfig, validate_data
 from tfdarts.contract import ARRAYS_FILE, KNOWN_DATASETS, SPEC_FILE, TFDS_DATASETS
 from tfdarts.fileio import atomic_open, write_json
@@ -167,6 +167,12 @@ def source_fingerprint(cfg: DataConfig) -> str:
     path = cfg.data_dir or (sources.DEBIAN_FASHION_MNIST if cfg.name == "fashion_mnist" else "")
     if not path or not os.path.exists(path):
         return ""
+    if layouts.detect(path) == "manifest":  # the manifest and every file it lists
+        try:
+            files = [path, *layouts.manifest_files(path, cfg)]
+        except DataError:
+            files = [path]  # prepare reports the bad line
+        return sources.hash_files(files)
     files = [path] if os.path.isfile(path) else sorted(
         os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
     h = hashlib.sha256()
@@ -192,10 +198,15 @@ def check_source(cfg: DataConfig) -> None:
         kirigami.find_table(cfg.data_dir)
     elif cfg.data_dir:
         path = os.path.expanduser(cfg.data_dir)
-        if os.path.isdir(path) and cfg.name != "npz":
+        kind = layouts.detect(path)
+        if kind == "manifest":
+            layouts.manifest_files(path, cfg)
+        elif kind:
+            pass  # an image folder or .npy arrays: found; read by prepare
+        elif os.path.isdir(path) and cfg.name != "npz":
             sources.find_idx_files(path)
         elif not os.path.exists(path) or os.path.isdir(path) or not path.endswith(".npz"):
-            _load_local(cfg.name, path)  # raises the loader's own message
+            _load_local(cfg, path)  # raises the loader's own message
     elif cfg.name in ("idx", "npz"):
         _load_source(cfg)  # raises: these need data.data_dir
 
@@ -205,7 +216,7 @@ def _load_source(cfg: DataConfig) -> sources.Raw:
     if cfg.name == "graphene_kirigami":
         return kirigami.load(cfg.data_dir, cfg.target)
     if cfg.data_dir:
-        return _load_local(cfg.name, os.path.expanduser(cfg.data_dir))
+        return _load_local(cfg, os.path.expanduser(cfg.data_dir))
     if cfg.name in ("idx", "npz"):
         raise DataError(f"data.name={cfg.name} needs data.data_dir=PATH "
                         f"({'a folder of IDX files' if cfg.name == 'idx' else 'an .npz file'})")
@@ -222,17 +233,23 @@ def _tfds_base(name: str) -> str:
     return name.split(":")[0].split("/")[0]
 
 
-def _load_local(name: str, path: str) -> sources.Raw:
-    """Loads an IDX folder or an ``.npz`` file."""
+def _load_local(cfg: DataConfig, path: str) -> sources.Raw:
+    """Loads an IDX folder, an ``.npz`` file or a `tfdarts.layouts` layout."""
+    name = cfg.name
     if not os.path.exists(path):
-        raise DataError(f"data.data_dir={path} does not exist; point it at a folder of IDX files "
-                        "or an .npz file")
+        raise DataError(f"data.data_dir={path} does not exist; point it at a folder of IDX files, "
+                        "an .npz file, a .csv manifest, x.npy/y.npy or an image folder")
     if os.path.isdir(path):
         if name == "npz":
             raise DataError(f"data.name=npz but data.data_dir={path} is a folder; give the .npz file")
+        if layouts.detect(path) and name != "idx":
+            return layouts.load(path, cfg)
         return sources.load_idx_folder(path, name)
+    if path.lower().endswith(".csv") and name not in ("idx", "npz"):
+        return layouts.load_manifest(path, cfg)
     if name == "idx" or not path.endswith(".npz"):
-        raise DataError(f"data.data_dir={path} is a file; give a folder of IDX files or an .npz file")
+        raise DataError(f"data.data_dir={path} is a file; give a folder of IDX files, an .npz file "
+                        "or a .csv manifest")
     return sources.load_npz(path, name)
 
 
