@@ -123,15 +123,18 @@ def _run(args, out):
                            str(out), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (folder,) = [os.path.join(out, d) for d in os.listdir(out)]
-    return json.load(open(os.path.join(folder, "evaluation", contract.METRICS_FILE)))
+    report = open(os.path.join(folder, "report", contract.REPORT_FILE)).read()
+    return json.load(open(os.path.join(folder, "evaluation", contract.METRICS_FILE))), report
 
 
 def test_end_to_end_on_an_image_folder(image_folder, tmp_path):
-    record = _run(["--dataset", "my_images", "--override", f"data.data_dir={image_folder}"], tmp_path)
+    record, report = _run(["--dataset", "my_images", "--override", f"data.data_dir={image_folder}"], tmp_path)
     assert 0.0 <= record["metrics"]["accuracy"] <= 1.0 and record["dataset"] == "my_images"
+    assert "Test set: confusion matrix" in report and "Trouser" in report
 
 
 def test_end_to_end_on_a_regression_manifest(manifest, tmp_path):
-    record = _run(["--dataset", "kiri", "--override", f"data.data_dir={manifest}",
-                   "--override", "data.target_columns=yield_strain"], tmp_path)
+    record, report = _run(["--dataset", "kiri", "--override", f"data.data_dir={manifest}",
+                           "--override", "data.target_columns=yield_strain"], tmp_path)
     assert "r2" in record["metrics"] and np.isfinite(record["metrics"]["rmse"])
+    assert "Test set: predictions" in report and "residual" in report

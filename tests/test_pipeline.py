@@ -228,6 +228,45 @@ def test_given_genotype_retrains_without_search(run_dir):
     assert "given: DARTS_V2" in compare.stdout and "searched on fashion_mnist" in compare.stdout
 
 
+CHECK_IMAGES = """<script>
+window.addEventListener("load", () => {
+  const imgs = [...document.images];
+  const bad = imgs.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.alt);
+  const wide = document.documentElement.scrollWidth > window.innerWidth + 1;
+  const out = document.createElement("pre");
+  out.id = "render-check";
+  out.textContent = JSON.stringify({images: imgs.length, broken: bad, overflow: wide});
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def test_report_renders_in_headless_chromium(run_dir, tmp_path):
+    """The report names split, source and settings, shows the confusion matrix, holds no
+    absolute path, and in Chromium every image loads and nothing overflows the page."""
+    import re
+    import shutil
+
+    text = open(os.path.join(run_dir[0], "report", contract.REPORT_FILE)).read()
+    for needle in ("Data and settings", "fingerprint", "split", "Hyperparameters", "code version",
+                   "<b>retrain</b>: cells",
+                   "Test set: confusion matrix", "true \\ predicted"):
+        assert needle in text, needle
+    assert REPO not in text and "/tmp/" not in text
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    page = tmp_path / "report.html"
+    page.write_text(text.replace("</body>", CHECK_IMAGES + "</body>"))
+    proc = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1280,900",
+                           "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="render-check">(.*?)</pre>', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    result = json.loads(found.group(1).replace("&quot;", '"'))
+    assert result["images"] >= 4 and result["broken"] == [] and not result["overflow"], result
+
+
 def _assert_one_line_error(proc: subprocess.CompletedProcess, text: str) -> None:
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -743,8 +743,9 @@ def plot_cell(genotype_cell: Gene, concat: Sequence[int], path_stem: str, title:
 
 
 def _heatmap(ax: Any, probs: np.ndarray, primitives: Sequence[str], nodes: int, vmax: float,
-             annotate: bool, ylabels: bool, xlabels: bool) -> Any:
-    image = ax.imshow(probs, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
+             annotate: bool, ylabels: bool, xlabels: bool, vmin: float = 0.0,
+             cmap: str = "viridis") -> Any:
+    image = ax.imshow(probs, cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
     if ylabels:
         ax.set_yticks(range(probs.shape[0]), edge_labels(nodes), fontsize=7)
     else:
@@ -770,7 +771,9 @@ def _mark_gene(ax: Any, gene: Gene, primitives: Sequence[str]) -> None:
 
 def plot_alpha_heatmap(probs: Any, primitives: Sequence[str], nodes: int, path_stem: str,
                        title: str = "") -> List[str]:
-    """Heatmap of one cell's op weights, values annotated, chosen ops outlined in red.
+    """Heatmap of one cell's op weights, values annotated, chosen ops outlined in red;
+    coloured by departure from uniform (weight - 1/K) so near-uniform alphas do not
+    come out as one solid colour.
 
     Args:
         probs: ``(edges, K)`` softmaxed weights.
@@ -785,9 +788,14 @@ def plot_alpha_heatmap(probs: Any, primitives: Sequence[str], nodes: int, path_s
     p = _as_probs(probs)
     fig = _new_figure(1.0 + 0.75 * len(primitives), 1.2 + 0.32 * p.shape[0])
     ax = fig.add_subplot()
-    image = _heatmap(ax, p, primitives, nodes, max(float(p.max()), 1e-9), True, True, True)
+    departure = p - 1.0 / p.shape[-1]
+    span = max(float(np.abs(departure).max()), 1e-6)
+    image = _heatmap(ax, departure, primitives, nodes, span, False, True, True, vmin=-span, cmap="RdBu_r")
+    for (e, k), v in np.ndenumerate(p):
+        ax.text(k, e, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                color="white" if abs(departure[e, k]) > 0.6 * span else "black")
     _mark_gene(ax, cell_gene(p, primitives, nodes), primitives)
-    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label="softmax weight")
+    fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label=f"softmax weight - 1/{p.shape[-1]}")
     ax.set_title(title + ("\n" if title else "") + "red: chosen ops", fontsize=10)
     return save_figure(fig, path_stem)
 
@@ -805,7 +813,9 @@ def plot_alpha_evolution(probs_over_epochs: Any, primitives: Sequence[str], node
                          path_stem: str, title: str = "", epochs: Optional[Sequence[int]] = None,
                          max_panels: int = MAX_PANELS,
                          frames_dir: Optional[str] = None) -> List[str]:
-    """Small multiples: one heatmap per selected epoch on a shared colour scale.
+    """Small multiples: one heatmap per selected epoch, coloured by each weight's
+    departure from uniform (weight - 1/K) on a diverging scale shared by the panels and
+    fitted to the largest departure, so small but real moves stay visible.
 
     Args:
         probs_over_epochs: ``(E, edges, K)`` softmaxed weights.
@@ -829,17 +839,19 @@ def plot_alpha_evolution(probs_over_epochs: Any, primitives: Sequence[str], node
     cols = min(4, len(chosen))
     rows = math.ceil(len(chosen) / cols)
     fig = _new_figure(0.6 + 2.6 * cols, 0.8 + 3.3 * rows)
-    vmax = max(float(p.max()), 1e-9)
+    departure = p - 1.0 / p.shape[-1]
+    span = max(float(np.abs(departure[chosen]).max()), 1e-6)
     axes = fig.subplots(rows, cols, squeeze=False)
     for slot, ax in enumerate(axes.flat):
         if slot >= len(chosen):
             ax.axis("off")
             continue
         i = chosen[slot]
-        image = _heatmap(ax, p[i], primitives, nodes, vmax, False, slot % cols == 0,
-                         slot + cols >= len(chosen))
+        image = _heatmap(ax, departure[i], primitives, nodes, span, False, slot % cols == 0,
+                         slot + cols >= len(chosen), vmin=-span, cmap="RdBu_r")
         ax.set_title(f"epoch {numbers[i]}", fontsize=9)
-    fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
+    bar = fig.colorbar(image, ax=axes.ravel().tolist(), fraction=0.02, pad=0.02)
+    bar.set_label(f"weight - 1/{p.shape[-1]}")
     if title:
         fig.suptitle(title)
     paths = save_figure(fig, path_stem)
@@ -897,6 +909,32 @@ def _epoch_axis(ax: Any) -> None:
 
 def _series(rows: Sequence[Mapping[str, Any]], key: str) -> np.ndarray:
     return np.array([np.nan if r.get(key) is None else float(r[key]) for r in rows], dtype=float)
+
+
+def plot_predictions(true: np.ndarray, pred: np.ndarray, names: Sequence[str],
+                     path_stem: str) -> List[str]:
+    """Predicted against true (with the identity line) and residual histograms.
+
+    Args:
+        true: ``(N, K)`` true targets in target units.
+        pred: ``(N, K)`` predictions in target units.
+        names: ``(K,)`` target names.
+        path_stem: Output path without extension.
+
+    Returns:
+        ``[<stem>.png, <stem>.svg]``.
+    """
+    k = true.shape[1]
+    fig = _new_figure(8, 3.6 * k)
+    axes = fig.subplots(k, 2, squeeze=False)
+    for (scatter, hist), j, name in zip(axes, range(k), names):
+        lo, hi = float(min(true[:, j].min(), pred[:, j].min())), float(max(true[:, j].max(), pred[:, j].max()))
+        scatter.scatter(true[:, j], pred[:, j], s=6, alpha=0.5)
+        scatter.plot([lo, hi], [lo, hi], "k--", lw=1)
+        scatter.set(xlabel=f"true {name}", ylabel=f"predicted {name}", title=f"{name}: test split")
+        hist.hist(pred[:, j] - true[:, j], bins=40)
+        hist.set(xlabel=f"residual (predicted - true) {name}", ylabel="examples")
+    return save_figure(fig, path_stem)
 
 
 def plot_learning_curves(search_history: Optional[Mapping[str, Any]],

@@ -29,6 +29,7 @@ MODEL_FILE = "model.keras"
 METRICS_FILE = "metrics.json"
 """The result record of one model (see `tfdarts.evaluation`)."""
 CONFUSION_FILE = "confusion.json"
+PREDICTIONS_FILE = "predictions.json"  # regression: true and predicted test targets, target units
 """Classification only: ``{"classes": [...], "matrix": [[...]]}``."""
 SAVED_MODEL_DIR = "saved_model"
 """The serving export (SavedModel plus `SPEC_FILE` and `GENOTYPE_FILE`)."""

@@ -83,6 +83,15 @@ def _write_confusion(out_dir: str, spec: data_lib.DataSpec, out: np.ndarray, y: 
                       {"classes": list(spec.task.output_names), "matrix": cm.tolist()})
 
 
+def _write_predictions(out_dir: str, spec: data_lib.DataSpec, out: np.ndarray, y: np.ndarray) -> None:
+    """True and predicted test targets in target units (model space is standardised)."""
+    mean, std = np.asarray(spec.target_mean, np.float64), np.asarray(spec.target_std, np.float64)
+    true = np.asarray(y, np.float64).reshape(len(y), -1) * std + mean
+    pred = np.asarray(out, np.float64).reshape(len(out), -1) * std + mean
+    fileio.write_json(os.path.join(out_dir, contract.PREDICTIONS_FILE),
+                      {"targets": list(spec.task.output_names), "true": true.tolist(), "pred": pred.tolist()})
+
+
 def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir: str,
                         out_dir: str, search_seconds: Optional[float] = None,
                         name: str = "darts",
@@ -90,7 +99,7 @@ def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir
     """Evaluates a retrained model on the test split and exports it.
 
     Writes `contract.METRICS_FILE` (the result record), `contract.CONFUSION_FILE`
-    (classification), `contract.SAVED_MODEL_DIR` (with spec and genotype),
+    (classification) or `contract.PREDICTIONS_FILE` (regression), `contract.SAVED_MODEL_DIR` (with spec and genotype),
     `contract.MODEL_FILE` and `contract.GENOTYPE_FILE` (cell networks) to `out_dir`.
 
     Returns:
@@ -102,6 +111,8 @@ def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir
     test_metrics = metrics_of(data.spec, out, y)
     if data.spec.task.is_classification:
         _write_confusion(out_dir, data.spec, out, y)
+    else:
+        _write_predictions(out_dir, data.spec, out, y)
     genotype = model.architecture()
     export.export_saved_model(model, data.spec, os.path.join(out_dir, contract.SAVED_MODEL_DIR), genotype)
     export.save_model(model, os.path.join(out_dir, contract.MODEL_FILE))

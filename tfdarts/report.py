@@ -14,12 +14,12 @@ import datetime
 import html
 import json
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from tfdarts import analysis, contract
-from tfdarts.fileio import atomic_open, write_json
+from tfdarts.fileio import atomic_open, read_json, write_json
 from tfdarts.genotype import Genotype, parse_alphas
 
 FINAL_COLUMNS = ("cell", "entropy_ratio", "entropy_mean", "entropy_min", "entropy_max",
@@ -49,7 +49,8 @@ td:first-child,th:first-child{text-align:left}
 .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em;margin:.4em 0}
 .ok{background:#eaf7ea;border-left:4px solid #3a3;padding:.5em 1em}
 figure{margin:1em 0}img{max-width:100%}figcaption{color:#555;font-size:13px}
-pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:12px}
+pre{background:#f7f7f7;padding:.6em;font-size:12px;white-space:pre-wrap;overflow-wrap:anywhere}
+.scroll{overflow-x:auto;max-width:100%}
 dl{display:grid;grid-template-columns:max-content auto;gap:.2em 1em}dt{font-weight:bold}
 """
 
@@ -127,8 +128,89 @@ def _img(paths: Optional[Sequence[str]], caption: str, out_dir: str) -> str:
 
 
 def _table(df: Any, index: bool = False) -> str:
-    return df.to_html(index=index, na_rep="", border=0,
+    """An HTML table that scrolls sideways inside the page instead of overflowing it."""
+    body = df.to_html(index=index, na_rep="", border=0,
                       float_format=lambda v: analysis.format_value(float(v)))
+    return f'<div class="scroll">{body}</div>'
+
+
+def _dl(facts: Sequence[Tuple[str, Any]]) -> str:
+    items = "".join(f"<dt>{html.escape(k)}</dt><dd>{html.escape(str(v))}</dd>"
+                    for k, v in facts if v not in (None, ""))
+    return f"<dl>{items}</dl>"
+
+
+def _shown_source(source: Any) -> str:
+    """A data source without the machine's absolute path (its last two parts)."""
+    text = str(source or "")
+    if not os.path.isabs(text):
+        return text
+    return os.path.join(*text.rstrip("/").split("/")[-2:])
+
+
+def _context_section(context: Optional[Mapping[str, Any]]) -> str:
+    """Data (source, split, fingerprint), hyperparameters and code version."""
+    if not context:
+        return ""
+    spec, config = context.get("spec") or {}, context.get("config") or {}
+    split = spec.get("split") or {}
+    split_text = ", ".join(f"{k} {v}" for k, v in split.items() if v not in (None, 0, ""))
+    data = [("dataset", spec.get("name")), ("source", _shown_source(spec.get("source"))),
+            ("fingerprint", spec.get("fingerprint")), ("split", split_text),
+            ("train / test examples", f"{spec.get('num_train')} / {spec.get('num_test')}"),
+            ("input shape", spec.get("input_shape")), ("code version", context.get("code_version")),
+            ("tfdarts", context.get("version"))]
+    body = [_dl(data), "<h3>Hyperparameters</h3>"]
+    for sec in ("search", "retrain", "data", "baselines"):
+        items = [f"{key} {', '.join(map(str, v)) if isinstance(v, list) else v}"
+                 for key, v in (config.get(sec) or {}).items() if key not in ("data_dir", "tfds_dir")]
+        if items:
+            body.append(f"<p><b>{sec}</b>: {html.escape(' · '.join(items))}</p>")
+    return _section("Data and settings", "\n".join(body))
+
+
+def _confusion_body(path: str) -> str:
+    """The test confusion matrix (rows true, columns predicted) with per-class accuracy."""
+    import pandas as pd
+
+    blob = read_json(path)
+    matrix = np.asarray(blob["matrix"], np.int64)
+    names = [str(c) for c in blob.get("classes") or range(len(matrix))]
+    df = pd.DataFrame(matrix, index=names, columns=names)
+    totals = matrix.sum(axis=1)
+    df["accuracy"] = np.where(totals > 0, np.diag(matrix) / np.maximum(totals, 1), np.nan)
+    df.index.name = "true \\ predicted"
+    return ("<p>Test split; rows are true classes, columns predicted ones; accuracy is per true "
+            "class (recall).</p>" + _table(df, index=True))
+
+
+def _prediction_body(path: str, fig_dir: str, out_dir: str) -> str:
+    """Predicted against true test targets and the residuals, in target units."""
+    import pandas as pd
+
+    blob = read_json(path)
+    true, pred = np.asarray(blob["true"], np.float64), np.asarray(blob["pred"], np.float64)
+    names = list(blob.get("targets") or [f"target {k}" for k in range(true.shape[1])])
+    paths = analysis.plot_predictions(true, pred, names, os.path.join(fig_dir, "predictions"))
+    resid = pred - true
+    rows = [{"target": n, "rmse": float(np.sqrt(np.mean(resid[:, k] ** 2))),
+             "mae": float(np.mean(np.abs(resid[:, k]))), "bias": float(np.mean(resid[:, k])),
+             "r2": float(1 - np.sum(resid[:, k] ** 2) / max(np.sum((true[:, k] - true[:, k].mean()) ** 2), 1e-12))}
+            for k, n in enumerate(names)]
+    return (_img(paths, "predicted vs true test targets and residuals (target units)", out_dir)
+            + _table(pd.DataFrame(rows)))
+
+
+def _evaluation_section(evaluation_dir: Optional[str], fig_dir: str, out_dir: str) -> str:
+    if not evaluation_dir:
+        return ""
+    confusion = os.path.join(evaluation_dir, contract.CONFUSION_FILE)
+    predictions = os.path.join(evaluation_dir, contract.PREDICTIONS_FILE)
+    if os.path.exists(confusion):
+        return _section("Test set: confusion matrix", _confusion_body(confusion))
+    if os.path.exists(predictions):
+        return _section("Test set: predictions", _prediction_body(predictions, fig_dir, out_dir))
+    return ""
 
 
 def _section(title: str, body: str) -> str:
@@ -153,7 +235,7 @@ def _facts(run: analysis.SearchRun, finite: int,
            retrain_history: Optional[Mapping[str, Any]]) -> str:
     metric = run.metric
     task = (run.history or {}).get("task")
-    facts = [("search folder", os.path.abspath(run.path)), ("dataset", run.dataset),
+    facts = [("dataset", run.dataset),
              ("task", json.dumps(task) if task else None), ("metric", metric),
              ("alpha snapshots", f"{run.num_epochs} ({finite} finite)"),
              ("nodes / ops",
@@ -286,7 +368,8 @@ def _page(title: str, sections: Sequence[str]) -> str:
 def build_report(out_dir: str, search_dir: str, retrain_dir: Optional[str] = None,
                  records: Sequence[Mapping[str, Any]] = (),
                  title: str = "tfdarts architecture search report",
-                 engine: str = "auto") -> str:
+                 engine: str = "auto", evaluation_dir: Optional[str] = None,
+                 context: Optional[Mapping[str, Any]] = None) -> str:
     """Writes the HTML report of a search and its statistics and figures.
 
     Args:
@@ -299,6 +382,10 @@ def build_report(out_dir: str, search_dir: str, retrain_dir: Optional[str] = Non
         title: Page title.
         engine: Cell-diagram engine for `analysis.plot_cell` (``auto``, ``dot``,
             ``matplotlib``).
+        evaluation_dir: Optional evaluation folder (``confusion.json`` or
+            ``predictions.json``) for the test-set section.
+        context: Optional ``{"spec": data spec dict, "config": config dict,
+            "code_version", "version"}`` for the data-and-settings section.
 
     Returns:
         Path of ``<out_dir>/report.html``.
@@ -316,7 +403,9 @@ def build_report(out_dir: str, search_dir: str, retrain_dir: Optional[str] = Non
     _write_stats(out_dir, run, rows, warnings)
     figs = _make_figures(os.path.join(out_dir, contract.FIGURES_DIR), run, normal, reduce, epochs, genotype,
                          retrain_history, engine)
-    sections = [_summary(run, finite, warnings, genotype, rows, retrain_history),
+    fig_dir = os.path.join(out_dir, contract.FIGURES_DIR)
+    sections = [_summary(run, finite, warnings, genotype, rows, retrain_history), _context_section(context),
+                _evaluation_section(evaluation_dir, fig_dir, out_dir),
                 *_figure_sections(run, figs, normal, reduce, rows, out_dir), _results_section(records, out_dir)]
     path = os.path.join(out_dir, contract.REPORT_FILE)
     with atomic_open(path) as f:
@@ -346,8 +435,8 @@ def _figure_sections(run: analysis.SearchRun, figs: Dict[str, List[str]], normal
         _figures_section("Alpha evolution", figs,
                          ["op_trends", "evolution_normal", "evolution_reduce"],
                          ["mean weight of each op over all edges",
-                          "normal cell per epoch (shared colour scale)",
-                          "reduction cell per epoch (shared colour scale)"],
+                          "normal cell per epoch (weight minus uniform 1/K; shared relative scale)",
+                          "reduction cell per epoch (weight minus uniform 1/K; shared relative scale)"],
                          out_dir, "No alpha snapshots."),
         _confidence_section(run, normal, reduce),
         _eigen_section(run.history),
@@ -360,7 +449,9 @@ def _figure_sections(run: analysis.SearchRun, figs: Dict[str, List[str]], normal
 
 def build_given_report(out_dir: str, genotype: Genotype, origin: str,
                        retrain_dir: Optional[str] = None, records: Sequence[Mapping[str, Any]] = (),
-                       title: str = "tfdarts report of a given cell", engine: str = "auto") -> str:
+                       title: str = "tfdarts report of a given cell", engine: str = "auto",
+                       evaluation_dir: Optional[str] = None,
+                       context: Optional[Mapping[str, Any]] = None) -> str:
     """The report of a cell that was given, not searched (no alphas to show).
 
     Writes ``report.html``, the cell diagrams, the retrain curves, the results table
@@ -374,6 +465,8 @@ def build_given_report(out_dir: str, genotype: Genotype, origin: str,
         records: Optional result records for `analysis.results_table`.
         title: Page title.
         engine: Cell-diagram engine for `analysis.plot_cell`.
+        evaluation_dir: As for `build_report`.
+        context: As for `build_report`.
 
     Returns:
         Path of ``<out_dir>/report.html``.
@@ -396,6 +489,7 @@ def build_given_report(out_dir: str, genotype: Genotype, origin: str,
              f"no collapse signals</dd><dt>retrain test metric (last)</dt>"
              f"<dd>{_fmt(_last_value(retrain_history, 'test_metric'))}</dd></dl>")
     sections = [_section("Summary", facts + f"<h3>Genotype</h3><pre>{html.escape(cells)}</pre>"),
+                _context_section(context), _evaluation_section(evaluation_dir, fig_dir, out_dir),
                 _figures_section("Genotype", figs, ["cell_normal", "cell_reduce"],
                                  ["normal cell (given)", "reduction cell (given)"], out_dir, "No genotype."),
                 _figures_section("Learning curves", figs, ["learning_curves"], ["retrain (train / test)"],

@@ -12,6 +12,18 @@ from tfdarts import contract
 from tfdarts.config import Config
 
 
+def _context(config: Config, dataset_dir: str) -> Dict[str, Any]:
+    """The report's data-and-settings facts: data spec, config, code version."""
+    import tfdarts
+    from tfdarts import fileio
+
+    from pipeline.pipeline import code_version
+
+    return {"spec": fileio.read_json(os.path.join(dataset_dir, contract.SPEC_FILE)),
+            "config": config.to_dict(), "code_version": code_version(),
+            "version": getattr(tfdarts, "__version__", "")}
+
+
 def cell_source(search_props: Dict[str, Any]) -> str:
     """Where the retrained cell came from: ``searched on <dataset>`` or ``given: <origin>``."""
     if search_props.get("source") == "given":
@@ -45,9 +57,11 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
 
         genotype = Genotype.load(os.path.join(inputs["search"], contract.GENOTYPE_FILE))
         report.build_given_report(out, genotype, search_props.get("origin", "given"), inputs["model"],
-                                  records, title=title)
+                                  records, title=title, evaluation_dir=inputs["evaluation"],
+                                  context=_context(config, inputs["dataset"]))
     else:
-        report.build_report(out, inputs["search"], inputs["model"], records, title=title)
+        report.build_report(out, inputs["search"], inputs["model"], records, title=title,
+                            evaluation_dir=inputs["evaluation"], context=_context(config, inputs["dataset"]))
     stats = fileio.read_json(os.path.join(out, contract.STATS_JSON))
     summary = {"dataset": darts.get("dataset"), "fingerprint": dataset.get("fingerprint"),
                "genotype": search_props.get("genotype"), "metric": metric, "value": value,
