@@ -56,7 +56,7 @@ def _variables(out):
 def _history(out):
     with open(os.path.join(out, contract.HISTORY_FILE)) as f:
         epochs = json.load(f)["epochs"]
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in epochs]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")} for r in epochs]
 
 
 def _killed_and_whole(job, tmp_path):
