@@ -298,12 +298,15 @@ def test_unwritable_output_dir_exits_2(tmp_path):
     _assert_one_line_error(proc, "not writable")
 
 
-def test_interrupted_step_is_failed_then_resumed(tmp_path):
+def test_interrupted_step_is_failed_then_resumed(run_dir):
     """SIGTERM during search: FAILED in ML Metadata; the rerun reuses ingest from the cache
-    and resumes search after its checkpointed epoch. This run's folder is separate from
-    the module's run, so nothing is shared (its ingest is a fresh execution)."""
+    and resumes search after its checkpointed epoch. The run differs from the module's run
+    in one override and writes beside it: into its own folder (its ingest is a fresh
+    execution), leaving the module's run and its results as they were."""
+    parent = os.path.dirname(run_dir[0])
+    untouched = _snapshot(run_dir[0])
     args = [sys.executable, "-m", "pipeline.run", *TINY, "--override", "search.epochs=3",
-            "--output_dir", str(tmp_path)]
+            "--output_dir", parent]
     proc = subprocess.Popen(args, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     seen = []
@@ -318,7 +321,7 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
     proc.wait(timeout=120)
     assert proc.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest and "Traceback" not in rest
-    folder = str(tmp_path / "fashion_mnist-tiny-search.epochs=3")
+    folder = os.path.join(parent, "fashion_mnist-tiny-search.epochs=3")
     states = {(e["component"], e["state"]) for e in _executions(_open_store(folder))}
     assert states == {("Ingest", "COMPLETE"), ("Search", "FAILED")}
 
@@ -335,6 +338,20 @@ def test_interrupted_step_is_failed_then_resumed(tmp_path):
     assert props["resumed_from_epoch"] == 1  # lineage says the search was resumed
     stages = [d for d, dirs, _ in os.walk(folder) for n in dirs if n.startswith(".staging-")]
     assert not stages, stages
+    assert _snapshot(run_dir[0]) == untouched
+    compare = _run(["-m", "pipeline.compare", run_dir[0], folder], timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    for run in (run_dir[0], folder):  # side by side in the cells table
+        assert f"| {os.path.basename(run)} | searched on fashion_mnist |" in compare.stdout
+
+
+def _snapshot(run_folder: str) -> Dict[str, object]:
+    """What another run must not change: the run's results and its executions."""
+    results = {}
+    for name in ("evaluation", "search"):
+        path = os.path.join(run_folder, name, contract.PROPERTIES_FILE)
+        results[name] = open(path).read() if os.path.exists(path) else None
+    return {"results": results, "executions": _executions(_open_store(run_folder))}
 
 
 def test_a_one_byte_data_edit_reruns_ingest_and_downstream(tmp_path):
