@@ -21,6 +21,10 @@ the retrain settings used); rerunning the command skips cells that have a record
 and an interrupted pipeline run resumes from its checkpoints. After every cell
 ``<results_dir>`` gets ``study.md`` (tables of mean ± sd and every run, the exact
 commands), ``results.csv`` and figures (``figures/``).
+
+Optional ``transfer`` and ``depth`` sections add runs that retrain the grid's cells
+on the other dataset or at other depths, and random cells on two datasets, after the
+grid (`pipeline.study_cells`).
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class StudySpec:
     search_methods: Tuple[Tuple[str, Tuple[str, ...]], ...]
     baselines: Tuple[str, ...] = ()
     overrides: Tuple[str, ...] = ()
+    transfer: Any = None  # pipeline.study_cells.Transfer
+    depth: Any = None  # pipeline.study_cells.Depth
 
     @property
     def methods(self) -> List[str]:
@@ -102,7 +108,8 @@ def _seeds(raw: Any) -> Tuple[int, ...]:
     return tuple(raw)
 
 
-STUDY_KEYS = ("preset", "seeds", "datasets", "search_methods", "baselines", "overrides")
+STUDY_KEYS = ("preset", "seeds", "datasets", "search_methods", "baselines", "overrides", "transfer",
+              "depth")
 
 
 def parse_study(raw: Mapping[str, Any], data_root: str = "") -> StudySpec:
@@ -122,6 +129,10 @@ def parse_study(raw: Mapping[str, Any], data_root: str = "") -> StudySpec:
                      _strings(raw.get("baselines"), "baselines"), _strings(raw.get("overrides"), "overrides"))
     if len(set(spec.methods)) != len(spec.methods):
         raise StudyError(f"method names must be unique: {', '.join(spec.methods)}")
+    from pipeline import study_cells
+
+    spec = dataclasses.replace(spec, transfer=study_cells.parse_transfer(raw.get("transfer"), spec),
+                               depth=study_cells.parse_depth(raw.get("depth"), spec))
     root = os.path.abspath(data_root) if data_root else ""
     fill = lambda items: tuple(o.replace("{data_root}", root) for o in items)  # noqa: E731
     return dataclasses.replace(
@@ -169,7 +180,7 @@ def run_command(spec: StudySpec, cell: Cell, output_dir: str) -> List[str]:
     return argv + (["--baselines"] if cell.baselines else [])
 
 
-def _run(argv: List[str], log_path: str) -> None:
+def run_pipeline(argv: List[str], log_path: str) -> None:
     """Runs one pipeline run, its output in `log_path`; a failure raises `StudyError`."""
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     with open(log_path, "a", encoding="utf-8") as log:
@@ -187,7 +198,7 @@ def _run(argv: List[str], log_path: str) -> None:
                          f"{log_path}; fix the cause and rerun the study to resume")
 
 
-def _outputs(run_dir: str) -> Dict[str, Dict[str, Any]]:
+def run_outputs(run_dir: str) -> Dict[str, Dict[str, Any]]:
     """Output artifacts (uri, properties) by key, from the run's ``outputs.json``."""
     run = fileio.read_json(os.path.join(run_dir, contract.OUTPUTS_FILE))
     return {key: art for step in run["steps"] for key, art in step["outputs"].items()}
@@ -206,7 +217,7 @@ def _alpha_stats(search_dir: str) -> Dict[str, Any]:
     return out
 
 
-def _record(base: Dict[str, Any], result: Dict[str, Any], run_dir: str) -> Dict[str, Any]:
+def make_record(base: Dict[str, Any], result: Dict[str, Any], run_dir: str) -> Dict[str, Any]:
     from tfdarts.config import load_yaml
 
     config = load_yaml(os.path.join(run_dir, "config.yaml"))
@@ -221,25 +232,25 @@ def _record(base: Dict[str, Any], result: Dict[str, Any], run_dir: str) -> Dict[
 
 def search_record(cell: Cell, run_dir: str) -> Dict[str, Any]:
     """The record of a search method's run: its evaluation, genotype and alphas."""
-    outputs = _outputs(run_dir)
+    outputs = run_outputs(run_dir)
     result = fileio.read_json(os.path.join(outputs["evaluation"]["uri"], contract.METRICS_FILE))
     search_dir = outputs["search"]["uri"]
     base = {"dataset": cell.dataset.key, "seed": cell.seed, "method": cell.method, "kind": "search",
             "genotype": fileio.read_json(os.path.join(search_dir, contract.GENOTYPE_FILE)),
             "alphas": _alpha_stats(search_dir)}
-    return _record(base, result, run_dir)
+    return make_record(base, result, run_dir)
 
 
 def baseline_records(cell: Cell, names: Sequence[str], run_dir: str) -> Dict[str, Dict[str, Any]]:
     """The records of the baselines run, by baseline name."""
-    folder = _outputs(run_dir)["baselines"]["uri"]
+    folder = run_outputs(run_dir)["baselines"]["uri"]
     results = fileio.read_json(os.path.join(folder, contract.RECORDS_FILE))
     out = {}
     for name, result in zip(names, results):
         geno_path = os.path.join(folder, name, "eval", contract.GENOTYPE_FILE)
         base = {"dataset": cell.dataset.key, "seed": cell.seed, "method": name, "kind": "baseline",
                 "genotype": fileio.read_json(geno_path) if os.path.exists(geno_path) else None}
-        out[name] = _record(base, result, run_dir)
+        out[name] = make_record(base, result, run_dir)
     return out
 
 
@@ -247,10 +258,12 @@ def baseline_records(cell: Cell, names: Sequence[str], run_dir: str) -> Dict[str
 
 
 def record_path(results_dir: str, dataset: str, seed: int, method: str) -> str:
+    """Where the record of (dataset, seed, method) is kept."""
     return os.path.join(results_dir, "records", dataset, str(seed), f"{method}.json")
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
+    """One timestamped progress line on stderr."""
     sys.stderr.write(f"{time.strftime('%H:%M:%S')} {message}\n")
     sys.stderr.flush()
 
@@ -294,9 +307,9 @@ def run_study(spec: StudySpec, output_dir: str, results_dir: str,
                 extra = _baselines_overrides(spec, entry, seed, results_dir, names) if cell.baselines else []
                 cell = dataclasses.replace(cell, overrides=cell.overrides + tuple(extra))
                 label = cell.method or "baselines " + ",".join(names)
-                _say(f"study: {entry.key} seed {seed}: {label}")
+                say(f"study: {entry.key} seed {seed}: {label}")
                 log_path = os.path.join(output_dir, "logs", f"{entry.key}-s{seed}-{cell.method or 'baselines'}.log")
-                _run(run_command(spec, cell, output_dir), log_path)
+                run_pipeline(run_command(spec, cell, output_dir), log_path)
                 run_dir = os.path.join(output_dir, entry.key)
                 records = (baseline_records(cell, names, run_dir) if cell.baselines
                            else {cell.method: search_record(cell, run_dir)})
@@ -304,6 +317,9 @@ def run_study(spec: StudySpec, output_dir: str, results_dir: str,
                     rec["command"] = "python " + shlex.join(run_command(spec, cell, "OUTPUT_DIR"))
                     fileio.write_json(record_path(results_dir, entry.key, seed, method), rec)
                 write_results(spec, results_dir, command)
+    from pipeline import study_cells
+
+    study_cells.run_cells(spec, output_dir, results_dir, command)
     write_results(spec, results_dir, command)
     return collect(spec, results_dir)
 
@@ -323,7 +339,7 @@ def collect(spec: StudySpec, results_dir: str) -> List[Dict[str, Any]]:
 # ----------------------------------------------------------------------------- aggregate
 
 
-def _mean_sd(values: Sequence[Optional[float]], fmt: str = "{:.4f}") -> str:
+def mean_sd(values: Sequence[Optional[float]], fmt: str = "{:.4f}") -> str:
     import numpy as np
 
     values = [float(v) for v in values if v is not None]
@@ -341,9 +357,9 @@ def summary_rows(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
     for dataset, method in keys:
         runs = [r for r in records if r["dataset"] == dataset and r["method"] == method]
         rows.append({"dataset": dataset, "method": method, "runs": len(runs), "metric": runs[0]["metric"],
-                     "value": _mean_sd([r["value"] for r in runs]),
-                     "params": _mean_sd([r["params"] for r in runs], "{:,.0f}"),
-                     **{f"{k}_s": _mean_sd([r.get(f"{k}_seconds") for r in runs], "{:.0f}")
+                     "value": mean_sd([r["value"] for r in runs]),
+                     "params": mean_sd([r["params"] for r in runs], "{:,.0f}"),
+                     **{f"{k}_s": mean_sd([r.get(f"{k}_seconds") for r in runs], "{:.0f}")
                         for k in COSTS}})
     return rows
 
@@ -391,17 +407,44 @@ def alpha_table(records: Sequence[Dict[str, Any]]) -> str:
     for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in searched):
         runs = [r["alphas"] for r in searched if r["dataset"] == dataset and r["method"] == method]
         for cell in ("normal", "reduce"):
-            stat = lambda k: _mean_sd([a[cell].get(k) for a in runs], "{:.3f}")  # noqa: E731
+            stat = lambda k: mean_sd([a[cell].get(k) for a in runs], "{:.3f}")  # noqa: E731
             lines.append(f"| {dataset} | {method} | {cell} | {len(runs)} | {stat('max_weight_mean')} | "
                          f"{stat('entropy_ratio')} | {stat('guessed_share')} | {stat('skip_count')} |")
     return "\n".join(lines) + "\n"
 
 
+def _cell_ops(record: Dict[str, Any], cell: str) -> List[str]:
+    return [op for op, _ in record["genotype"][cell]]
+
+
+def op_table(records: Sequence[Dict[str, Any]]) -> str:
+    """Markdown: which ops the searches chose per dataset, method and cell type, and the
+    share of parameter-free ops (skip, pools) among them."""
+    import collections
+
+    from tfdarts import space
+
+    lines = ["| dataset | method | cell | runs | parameter-free share | chosen ops (count over runs) |",
+             "|---|---|---|---|---|---|"]
+    searched = [r for r in records if r.get("kind") == "search" and r.get("genotype")]
+    for dataset, method in dict.fromkeys((r["dataset"], r["method"]) for r in searched):
+        runs = [r for r in searched if r["dataset"] == dataset and r["method"] == method]
+        for cell in ("normal", "reduce"):
+            ops = [_cell_ops(r, cell) for r in runs]
+            free = mean_sd([sum(map(space.is_parameter_free, o)) / len(o) for o in ops], "{:.2f}")
+            counts = collections.Counter(op for o in ops for op in o).most_common()
+            lines.append(f"| {dataset} | {method} | {cell} | {len(runs)} | {free} | "
+                         + ", ".join(f"{op} {n}" for op, n in counts) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_results(spec: StudySpec, results_dir: str, command: Optional[Sequence[str]] = None) -> None:
     """``study.md``, ``results.csv`` and the figures from the records that exist."""
+    from pipeline import study_cells
+
     records = collect(spec, results_dir)
     os.makedirs(results_dir, exist_ok=True)
-    _write_csv(os.path.join(results_dir, "results.csv"), records)
+    _write_csv(os.path.join(results_dir, "results.csv"), [*records, *study_cells.collect(spec, results_dir)])
     figures = plot_study(records, os.path.join(results_dir, "figures")) if records else []
     text = ["# Study results", "",
             f"Grid: datasets {', '.join(d.key for d in spec.datasets)}; methods "
@@ -411,7 +454,8 @@ def write_results(spec: StudySpec, results_dir: str, command: Optional[Sequence[
     if command:
         text += ["Command:", "", "    " + shlex.join(command), ""]
     text += ["## Test metric, parameters and cost (mean ± sd over seeds)", "", aggregate(records),
-             "## Learned alphas", "", alpha_table(records), "## Figures", ""]
+             "## Learned alphas", "", alpha_table(records), "## Chosen ops", "", op_table(records),
+             *study_cells.sections(spec, records, results_dir), "## Figures", ""]
     text += [f"![{os.path.basename(p)}](figures/{os.path.basename(p)})" for p in figures if p.endswith(".png")]
     text += ["", "## Pipeline commands", "", "Each record holds the `pipeline.run` command of its run:", ""]
     text += [f"- {r['dataset']} {r['method']} seed {r['seed']}: `{r['command']}`" for r in records]
@@ -460,15 +504,43 @@ def plot_study(records: Sequence[Dict[str, Any]], folder: str) -> List[str]:
     paths = save_figure(fig, os.path.join(folder, "metric_vs_cost"), ("png",))
     searched = [r for r in records if r.get("alphas")]
     if searched:
-        fig = _new_figure(5 * len(datasets), 3.5)
-        for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
-            for r in (r for r in searched if r["dataset"] == dataset):
-                for cell, style in (("normal", "-"), ("reduce", ":")):
-                    weights = np.sort(r["alphas"][cell]["max_weights"])
-                    ax.plot(weights, style, alpha=0.7, label=f"{r['method']} s{r['seed']} {cell}")
-            ax.set(title=dataset, xlabel="edge (sorted)", ylabel="weight of the top op")
-            ax.legend(fontsize=6)
-        paths += save_figure(fig, os.path.join(folder, "edge_weights"), ("png",))
+        paths += _plot_edge_weights(searched, datasets, folder)
+        paths += _plot_cells([r for r in searched if r["method"] == searched[0]["method"]], folder)
+    return paths
+
+
+def _plot_edge_weights(searched: Sequence[Dict[str, Any]], datasets: Sequence[str],
+                       folder: str) -> List[str]:
+    """Histograms of the top op's weight per edge: a row per cell type, a column per
+    dataset, one outline per search method (all seeds pooled)."""
+    import numpy as np
+
+    from tfdarts.analysis import _new_figure, save_figure
+
+    fig = _new_figure(4.5 * len(datasets), 6)
+    axes = fig.subplots(2, len(datasets), squeeze=False)
+    bins = np.linspace(0, 1, 21)
+    for col, dataset in enumerate(datasets):
+        rows = [r for r in searched if r["dataset"] == dataset]
+        for row, cell in enumerate(("normal", "reduce")):
+            ax = axes[row][col]
+            for method in dict.fromkeys(r["method"] for r in rows):
+                weights = [w for r in rows if r["method"] == method for w in r["alphas"][cell]["max_weights"]]
+                ax.hist(weights, bins=bins, histtype="step", lw=1.5, label=method)
+            ax.set(title=f"{dataset}: {cell}", xlabel="weight of the top op on an edge", ylabel="edges")
+            ax.legend(fontsize=7)
+    return save_figure(fig, os.path.join(folder, "edge_weights"), ("png",))
+
+
+def _plot_cells(searched: Sequence[Dict[str, Any]], folder: str) -> List[str]:
+    """One figure per dataset: each seed's normal and reduce cell side by side."""
+    from tfdarts.analysis import plot_cells
+
+    paths = []
+    for dataset in dict.fromkeys(r["dataset"] for r in searched):
+        cells = [(f"{r['method']} seed {r['seed']}: {cell}", r["genotype"][cell], r["genotype"][f"{cell}_concat"])
+                 for r in searched if r["dataset"] == dataset for cell in ("normal", "reduce")]
+        paths += plot_cells(cells, os.path.join(folder, f"cells_{dataset}"))
     return paths
 
 

@@ -682,9 +682,38 @@ def _edge_rad(source: int, node: int) -> float:
 def _plot_cell_matplotlib(gene: Gene, concat: Sequence[int], path_stem: str,
                           title: str) -> List[str]:
     nodes = len(gene) // 2
-    pos = _cell_layout(nodes)
     fig = _new_figure(2.4 * (nodes + 2), 4.6)
-    ax = fig.add_subplot()
+    _draw_cell(fig.add_subplot(), gene, concat, title)
+    return save_figure(fig, path_stem)
+
+
+def plot_cells(cells: Sequence[Tuple[str, Gene, Sequence[int]]], path_stem: str,
+               columns: int = 2) -> List[str]:
+    """Draws several discrete cells side by side in one figure (matplotlib).
+
+    Args:
+        cells: ``(title, gene, concat)`` per panel, in row-major order.
+        path_stem: Output path without extension.
+        columns: Panels per row.
+
+    Returns:
+        ``[<stem>.png]``.
+    """
+    nodes = max(len(gene) // 2 for _, gene, _ in cells)
+    rows = -(-len(cells) // columns)
+    fig = _new_figure(2.0 * (nodes + 2) * columns, 3.6 * rows)
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, (title, gene, concat) in zip(axes, cells):
+        _draw_cell(ax, tuple((str(op), int(src)) for op, src in gene), concat, title)
+    for ax in axes[len(cells):]:
+        ax.axis("off")
+    return save_figure(fig, path_stem, ("png",))
+
+
+def _draw_cell(ax: Any, gene: Gene, concat: Sequence[int], title: str) -> None:
+    """Draws one cell diagram on `ax` (inputs, nodes on a line, output)."""
+    nodes = len(gene) // 2
+    pos = _cell_layout(nodes)
     ax.set_aspect("equal")
     ax.axis("off")
     colors = _op_colors(op for op, _ in gene)
@@ -712,7 +741,6 @@ def _plot_cell_matplotlib(gene: Gene, concat: Sequence[int], path_stem: str,
     ax.set_xlim(min(xs) - 0.6, max(xs) + 0.6)
     ax.set_ylim(-2.4, 2.4)
     ax.set_title(title)
-    return save_figure(fig, path_stem)
 
 
 def plot_cell(genotype_cell: Gene, concat: Sequence[int], path_stem: str, title: str = "",
