@@ -476,10 +476,19 @@ def _write_csv(path: str, records: Sequence[Dict[str, Any]]) -> None:
         writer.writerows(records)
 
 
-def _cpu_cost(record: Dict[str, Any]) -> float:
-    """Search + retrain processor seconds (wall seconds where a record has none)."""
-    search = record.get("search_cpu_seconds") or record.get("search_seconds") or 0.0
-    return float(search + (record.get("train_cpu_seconds") or record["train_seconds"]))
+def _cost(record: Dict[str, Any], clock: str) -> float:
+    """Search + retrain seconds on `clock` (``cpu`` or ``wall``); a method without a
+    search costs its retrain only."""
+    suffix = "_cpu_seconds" if clock == "cpu" else "_seconds"
+    return float((record.get("search" + suffix) or 0.0) + record["train" + suffix])
+
+
+def _clock(records: Sequence[Dict[str, Any]]) -> str:
+    """``cpu`` when every record has processor seconds for what it ran, else ``wall``."""
+    complete = all(r.get("train_cpu_seconds") is not None
+                   and (r.get("search_seconds") is None or r.get("search_cpu_seconds") is not None)
+                   for r in records)
+    return "cpu" if complete else "wall"
 
 
 def plot_study(records: Sequence[Dict[str, Any]], folder: str) -> List[str]:
@@ -493,13 +502,15 @@ def plot_study(records: Sequence[Dict[str, Any]], folder: str) -> List[str]:
     fig = _new_figure(5 * len(datasets), 4)
     for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
         rows = [r for r in records if r["dataset"] == dataset]
+        clock = _clock(rows)
         for method in dict.fromkeys(r["method"] for r in rows):
             runs = [r for r in rows if r["method"] == method]
-            cost = [_cpu_cost(r) for r in runs]
+            cost = [_cost(r, clock) for r in runs]
             value = [r["value"] for r in runs]
             ax.errorbar(np.mean(cost), np.mean(value), xerr=np.std(cost), yerr=np.std(value),
                         fmt="o", capsize=3, label=method)
-        ax.set(title=dataset, xlabel="search + retrain CPU seconds", ylabel=f"test {rows[0]['metric']}")
+        ax.set(title=dataset, xlabel=f"search + retrain {'CPU' if clock == 'cpu' else 'wall'} seconds",
+               ylabel=f"test {rows[0]['metric']}")
         ax.legend(fontsize=7)
     paths = save_figure(fig, os.path.join(folder, "metric_vs_cost"), ("png",))
     searched = [r for r in records if r.get("alphas")]
