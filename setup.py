@@ -12,6 +12,7 @@ INSTALL_REQUIRES = [
     "ml-pipelines-sdk==1.17.3",
     "ml-metadata==1.17.1",
     "kfp==2.13.0",
+    "kfp-kubernetes==1.5.0",  # the last release for kfp < 2.14 and protobuf 4
     "protobuf==4.25.9",
     "absl-py==1.4.0",
     "numpy==2.1.3",
