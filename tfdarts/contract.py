@@ -79,3 +79,7 @@ TFDS_DATASETS: Tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "cifar100
 LOCAL_DATASETS: Tuple[str, ...] = ("graphene_kirigami", "idx", "npz")
 """Names that read local files from ``data.data_dir``."""
 KNOWN_DATASETS: Tuple[str, ...] = TFDS_DATASETS + LOCAL_DATASETS
+
+# --- TensorBoard --------------------------------------------------------------------------
+TENSORBOARD_DIR = "tensorboard"
+"""Event files of a search or retrain (`tfdarts.summaries`), in its job folder and artifact."""
