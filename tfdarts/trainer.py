@@ -3,8 +3,9 @@
 One loop skeleton (`EpochLoop`) runs every training job: it sets the epoch's
 learning rate, drives a traced distributed step over the epoch's batches,
 stops on a non-finite loss, logs progress, and after each epoch writes the
-history (and whatever the job adds) atomically, then a checkpoint. A restarted
-job resumes after the last checkpointed epoch.
+history (and whatever the job adds) atomically, then a checkpoint, then the
+epoch's TensorBoard summaries (`tfdarts.summaries`, in `contract.TENSORBOARD_DIR`).
+A restarted job resumes after the last checkpointed epoch.
 """
 
 from __future__ import annotations
@@ -21,20 +22,21 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdarts import contract, evaluation, export, fileio, metrics, steps
+from tfdarts import contract, evaluation, export, fileio, metrics, steps, summaries
 from tfdarts import data as data_lib
 from tfdarts.architect import Architect
 from tfdarts.config import Config, RetrainConfig, SearchConfig
 from tfdarts.genotype import Genotype
 from tfdarts.hessian import AlphaHessian, rdarts_stop
 from tfdarts.model import ModelFn, TaskModel
-from tfdarts.progress import format_duration
+from tfdarts.progress import format_duration, show_progress
 from tfdarts.supernet import SearchNetwork
 from tfdarts.task import Task
 
 log = logging.getLogger("tfdarts")
 
 StepFn = Callable[[Any], Dict[str, Dict[str, tf.Tensor]]]
+SummaryFn = Callable[[summaries.EventLog, Dict[str, Any]], None]
 
 
 class Job(Protocol):
@@ -154,6 +156,9 @@ class EpochLoop:
         checkpoint: Trackables to save; must include an ``epoch`` tf.Variable.
         log_every: Steps between progress lines (0 = epoch lines only).
         target_std: Regression target scale, so ``rmse`` is in target units.
+        events: TensorBoard log of the job (None = no event files).
+        summary_fn: Job-specific summaries of a finished epoch's history record,
+            written after the record's scalars.
     """
 
     name: str
@@ -165,6 +170,8 @@ class EpochLoop:
     log_every: int = 50
     target_std: Optional[Sequence[float]] = None
     role: Optional[str] = None  # `worker_role`: None = the chief, which writes the files
+    events: Optional[summaries.EventLog] = None
+    summary_fn: Optional[SummaryFn] = None
     history: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -211,6 +218,7 @@ class EpochLoop:
             The full history (one record per epoch).
         """
         started = time.time()
+        self._open_events(start)
         if should_stop and self.history and should_stop(self.history):
             return self.history
         for epoch in range(start, self.epochs):
@@ -229,12 +237,31 @@ class EpochLoop:
                                   {**header, "epochs": self.history})
             self.checkpoint.epoch.assign(epoch + 1)
             self.manager.save()
+            self._write_events(record)
             log.info("%s epoch %d/%d done in %.0fs: %s", self.name, epoch + 1, self.epochs,
                      record["seconds"], self._brief(record))
             if stop:
                 log.info("%s: early stop after epoch %d/%d", self.name, epoch + 1, self.epochs)
                 break
         return self.history
+
+    def _open_events(self, start: int) -> None:
+        """Opens the event log after `start` epochs and writes what a kill left out of it."""
+        if self.events is None:
+            return
+        self.events.open(start)
+        for record in self.history:
+            self._write_events(record)
+
+    def _write_events(self, record: Dict[str, Any]) -> None:
+        """Writes one recorded epoch's summaries (pairs already on disk are skipped)."""
+        if self.events is None:
+            return
+        step = int(record["epoch"])
+        self.events.scalars(step, summaries.epoch_scalars(record, self.task.metric_name))
+        if self.summary_fn is not None:
+            self.summary_fn(self.events, record)
+        self.events.flush()
 
     def _run_epoch(self, dataset, step: StepFn, epoch: int, started: float,
                    start_epoch: int) -> Dict[str, Dict[str, np.ndarray]]:
@@ -379,6 +406,10 @@ class SearchJob:
         return tf.train.Checkpoint(model=self.model, weights=list(self.model.weights),
                                    w_opt=self.w_opt, a_opt=self.a_opt, epoch=self.epoch)
 
+    def alpha_lr(self, epoch: int) -> float:
+        """The alphas' learning rate in a 0-based epoch: 0 while ``search.warmup_epochs`` last."""
+        return 0.0 if epoch < self.cfg.warmup_epochs else float(self.cfg.alpha_lr)
+
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         """Cosine weight learning rate and the remedies' schedules for a 0-based epoch."""
         cfg = self.cfg
@@ -445,6 +476,23 @@ def _eigen_hook(job: SearchJob, data: data_lib.PreparedData,
     return hook
 
 
+def _alpha_summaries(job: SearchJob, recorder: AlphaRecorder) -> SummaryFn:
+    """The search's own summaries of a recorded epoch: alpha learning rate and alphas."""
+    def write(events: summaries.EventLog, record: Dict[str, Any]) -> None:
+        epoch = int(record["epoch"])
+        events.scalars(epoch, {"lr/alphas": job.alpha_lr(epoch - 1)})
+        probs = {k: v[epoch - 1] for k, v in recorder.series.items() if len(v) >= epoch}
+        if "normal" in probs and "reduce" in probs:
+            summaries.alpha_summaries(events, epoch, probs, job.model.primitives, job.model.nodes)
+
+    return write
+
+
+def _event_log(out_dir: str, role: Optional[str]) -> summaries.EventLog:
+    """The job's TensorBoard log in ``out_dir/tensorboard``; only the chief writes it."""
+    return summaries.EventLog(os.path.join(out_dir, contract.TENSORBOARD_DIR), enabled=role is None)
+
+
 def _chain(hooks: Sequence[Optional[Callable[[int, Dict[str, Any]], None]]]):
     """One end-of-epoch hook calling `hooks` (None entries skipped) in order."""
     def hook(epoch: int, record: Dict[str, Any]) -> None:
@@ -474,7 +522,9 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
 
     Files: ``history.json`` (per-epoch losses, metrics, lr, genotype),
     ``alphas.npz`` (``normal``/``reduce`` softmaxed alphas ``(E, edges, K)``),
-    ``genotype.json`` and ``checkpoints/``.
+    ``genotype.json``, ``checkpoints/`` and ``tensorboard/`` (event files: per-epoch
+    scalars and alphas, the derived cells at the end; see `tfdarts.summaries`).
+    Progress lines go to the ``tfdarts`` logger (`tfdarts.progress.show_progress`).
 
     Args:
         config: Full config; uses ``config.search`` and ``config.runtime``.
@@ -486,6 +536,7 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
     Returns:
         The final genotype, history and timing.
     """
+    show_progress()
     cfg = config.search
     strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
     role = worker_role(strategy)
@@ -500,18 +551,24 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
         train_ds, val_ds = data_lib.search_datasets(data, cfg.batch_size, cfg.seed, epoch)
         return strategy.experimental_distribute_dataset(tf.data.Dataset.zip((train_ds, val_ds)).take(n_steps))
 
-    loop = EpochLoop("search", out_dir, job.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every, data.spec.target_std, role)
     recorder = AlphaRecorder(job.model, out_dir, write=role is None)
+    events = _event_log(out_dir, role)
+    loop = EpochLoop("search", out_dir, job.task, cfg.epochs, n_steps, job.checkpoint(),
+                     config.runtime.log_every, data.spec.target_std, role, events,
+                     _alpha_summaries(job, recorder))
     header = {"dataset": data.spec.name, "task": job.task.to_dict(), "metric": job.task.metric_name,
               "fingerprint": data.spec.fingerprint, "order": cfg.order,
               "derivation": {"edge_normalisation": cfg.partial_channels > 1, "max_skips": cfg.max_skips}}
-    start = loop.restore()
-    recorder.resume(start)
-    hooks = [_eigen_hook(job, data, strategy), recorder]
-    history = loop.run(start, dist, job, _chain(hooks), header, _early_stop(cfg))
+    with events:
+        start = loop.restore()
+        recorder.resume(start)
+        hooks = [_eigen_hook(job, data, strategy), recorder]
+        history = loop.run(start, dist, job, _chain(hooks), header, _early_stop(cfg))
+        genotype = job.model.genotype()
+        if history:
+            summaries.cell_summaries(events, len(history), genotype)
     params = int(sum(np.prod(v.shape) for v in job.model.weight_variables))
-    return SearchResult(history, out_dir, _seconds(history), params, genotype=job.model.genotype(),
+    return SearchResult(history, out_dir, _seconds(history), params, genotype=genotype,
                         resumed_from=start)
 
 
@@ -589,7 +646,9 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
     Files: `contract.HISTORY_FILE` (per-epoch train loss/metric, lr, what the
     model's epoch hook set, and every ``retrain.eval_every`` epochs the test
     loss/metric for learning curves), `contract.MODEL_FILE`,
-    `contract.GENOTYPE_FILE` (cell networks) and `contract.CHECKPOINT_DIR`.
+    `contract.GENOTYPE_FILE` (cell networks), `contract.CHECKPOINT_DIR` and
+    `contract.TENSORBOARD_DIR` (per-epoch scalars; see `tfdarts.summaries`).
+    Progress lines go to the ``tfdarts`` logger (`tfdarts.progress.show_progress`).
 
     Args:
         config: Full config; uses ``config.retrain`` and ``config.runtime``.
@@ -604,6 +663,7 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
     Returns:
         The trained model, its history and timing.
     """
+    show_progress()
     cfg = dataclasses.replace(config.retrain, epochs=epochs) if epochs else config.retrain
     strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
     role = worker_role(strategy)
@@ -614,12 +674,14 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
         dataset = data_lib.train_dataset(data, cfg.batch_size, cfg.seed, cfg.cutout, epoch)
         return strategy.experimental_distribute_dataset(dataset.take(n_steps))
 
+    events = _event_log(out_dir, role)
     loop = EpochLoop(name, out_dir, data.spec.task, cfg.epochs, n_steps, job.checkpoint(),
-                     config.runtime.log_every, data.spec.target_std, role)
+                     config.runtime.log_every, data.spec.target_std, role, events)
     header = _retrain_header(data, job.model, out_dir, write=role is None)
     hook = _TestCurve(job.model, data, cfg.batch_size, cfg.eval_every, cfg.epochs)
-    start = loop.restore()
-    history = loop.run(start, dist, job, hook, header)
+    with events:
+        start = loop.restore()
+        history = loop.run(start, dist, job, hook, header)
     if role is None:
         export.save_model(job.model, os.path.join(out_dir, contract.MODEL_FILE))
     params = int(sum(np.prod(v.shape) for v in job.model.trainable_variables))
