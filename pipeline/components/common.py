@@ -9,6 +9,9 @@ properties}`` taking folder paths. `execute` wraps it the same way for both runn
   (TFX gives every execution fresh output folders and deletes them on failure);
 * outputs are written into a staging folder and renamed into place only when the
   step succeeded, ending with ``properties.json``;
+* a ``tensorboard`` folder the step left in its working folder (the event files
+  of a search or retrain) is copied into each output, so ``tensorboard --logdir``
+  on the run folder finds every job's curves;
 * the returned properties become the artifacts' custom properties in ML Metadata.
 """
 
@@ -29,7 +32,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional
 
 from tfdarts import fileio
-from tfdarts.contract import PROPERTIES_FILE
+from tfdarts.contract import PROPERTIES_FILE, TENSORBOARD_DIR
 from tfdarts.config import Config, from_dict
 
 log = logging.getLogger("tfdarts.pipeline")
@@ -115,6 +118,17 @@ def staged(final: str) -> Iterator[str]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
+def copy_event_files(work_dir: str, stages: Mapping[str, str],
+                     props: Mapping[str, Mapping[str, Any]]) -> None:
+    """Copies ``work_dir/tensorboard`` (when the step wrote one) into every output stage
+    but those a non-chief worker returned (``worker_role`` set: the chief writes it)."""
+    if not os.path.isdir(os.path.join(work_dir, TENSORBOARD_DIR)):
+        return
+    for key, stage in stages.items():
+        if "worker_role" not in props.get(key, {}):
+            copy_files(work_dir, stage, [TENSORBOARD_DIR])
+
+
 def _free_memory() -> None:
     """Drops Keras' global state between steps that run in one process."""
     if "keras" in sys.modules:
@@ -152,6 +166,7 @@ def execute(step: str, fn: StepFn, config_json: str, code_version: str, work_roo
             props = fn(config, dict(inputs), stages, work_dir) or {}
         finally:
             _free_memory()
+        copy_event_files(work_dir, stages, props)
         seconds = time.time() - started
         stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         for out_key, stage in stages.items():
