@@ -7,7 +7,7 @@ them take the names from here.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Dict, Tuple
 
 # --- a search or retrain folder -----------------------------------------------------------
 HISTORY_FILE = "history.json"
@@ -24,6 +24,9 @@ CHECKPOINT_DIR = "checkpoints"
 """TensorFlow checkpoints of a resumable job."""
 MODEL_FILE = "model.keras"
 """The native Keras file of a trained model."""
+SERVING_MODEL_DIR = "Format-Serving"
+"""Inside a retrained Model artifact: the serving export (SavedModel plus `SPEC_FILE` and
+`GENOTYPE_FILE`), where TFX's Trainer puts it (``tfx.utils.path_utils.serving_model_dir``)."""
 
 # --- an evaluation folder -----------------------------------------------------------------
 METRICS_FILE = "metrics.json"
@@ -32,7 +35,8 @@ CONFUSION_FILE = "confusion.json"
 PREDICTIONS_FILE = "predictions.json"  # regression: true and predicted test targets, target units
 """Classification only: ``{"classes": [...], "matrix": [[...]]}``."""
 SAVED_MODEL_DIR = "saved_model"
-"""The serving export (SavedModel plus `SPEC_FILE` and `GENOTYPE_FILE`)."""
+"""The serving export of `tfdarts.evaluation.evaluate_and_export` and of each baseline
+(SavedModel plus `SPEC_FILE` and `GENOTYPE_FILE`); a pipeline run's is `SERVING_MODEL_DIR`."""
 
 # --- prepared data ------------------------------------------------------------------------
 SPEC_FILE = "spec.json"
@@ -64,14 +68,25 @@ PIPELINE_ROOT_DIR = "artifacts"
 WORK_DIR = "work"
 
 # --- artifact types (ML Metadata type names) ----------------------------------------------
+# The retrained network is TFX's standard ``Model`` type (as ``tfx.types.standard_artifacts``
+# defines it); the other types are tfdarts' own, each with an ML Metadata base type.
 DATASET_TYPE = "tfdarts.Dataset"
 SEARCH_RESULT_TYPE = "tfdarts.SearchResult"
-MODEL_TYPE = "tfdarts.Model"
+MODEL_TYPE = "Model"
 EVALUATION_TYPE = "tfdarts.Evaluation"
 BASELINES_TYPE = "tfdarts.Baselines"
 REPORT_TYPE = "tfdarts.Report"
 ARTIFACT_TYPES: Tuple[str, ...] = (DATASET_TYPE, SEARCH_RESULT_TYPE, MODEL_TYPE, EVALUATION_TYPE,
                                    BASELINES_TYPE, REPORT_TYPE)
+ARTIFACT_BASE_TYPES: Dict[str, str] = {
+    DATASET_TYPE: "DATASET", SEARCH_RESULT_TYPE: "MODEL", MODEL_TYPE: "MODEL",
+    EVALUATION_TYPE: "METRICS", BASELINES_TYPE: "METRICS", REPORT_TYPE: "STATISTICS"}
+"""The ML Metadata base type of each artifact type (a name of
+``ml_metadata.proto.metadata_store_pb2.ArtifactType.SystemDefinedBaseType``): the search
+result is a model (the learned architecture), baselines are their test metrics, the report
+holds the alpha statistics and the results table."""
+RETIRED_TYPES: Dict[str, str] = {"tfdarts.Model": MODEL_TYPE}
+"""Type names that run folders of earlier versions recorded, and the type that replaced each."""
 
 # --- datasets -----------------------------------------------------------------------------
 TFDS_DATASETS: Tuple[str, ...] = ("fashion_mnist", "mnist", "cifar10", "cifar100", "svhn_cropped")
