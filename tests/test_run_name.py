@@ -1,10 +1,8 @@
 """Default run folder names: different results, different folders; same command, same folder."""
 
-import os
+from conftest import KIRIGAMI_DIR
 
 from pipeline import cli
-
-KIRIGAMI = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "graphene-kirigami")
 
 
 def _name(dataset, *overrides):
@@ -22,7 +20,7 @@ def test_where_and_how_do_not_change_the_folder():
 
 
 def test_one_override_changes_the_folder_readably():
-    grouped, random = (_name("graphene_kirigami", f"data.data_dir={KIRIGAMI}", f"data.split={s}")
+    grouped, random = (_name("graphene_kirigami", f"data.data_dir={KIRIGAMI_DIR}", f"data.split={s}")
                        for s in ("grouped", "random"))
     assert grouped == "graphene_kirigami-tiny-split=grouped" and random != grouped
 
