@@ -404,6 +404,24 @@ def test_fingerprint_tracks_split_spec_and_file_content(tmp_path, kiri, kiri_gro
     assert len(prints) == 6
 
 
+BUILT_IN_FINGERPRINTS = {  # (spec, source) as recorded by earlier releases: cached runs stay valid
+    "fashion_mnist": ("255d49c5f0b07422b963f7aedb35b6a53db28eb197dddb86a00c5e32da62cb41",
+                      "c907819fec4555da47df315d102e836dd186dacd6bd4a55ff2f31fbb1a8ba8f0"),
+    "graphene_kirigami": ("b4788c52fb5ef32f080a9fe0af56affedae6161a2f5eee251b317fc53fdab7ce",
+                          "e0140eb4aa63a24774c7c41d032075bf0199629f94543fd9e0cf434b7ec11663"),
+}
+
+
+def test_built_in_fingerprints_do_not_change(fashion, kiri, tmp_path):
+    for prepared, folder in ((fashion, FASHION_DIR), (kiri, KIRIGAMI_DIR)):
+        cfg = DataConfig(name=prepared.spec.name, data_dir=folder)
+        assert (prepared.spec.fingerprint, data.source_fingerprint(cfg)) == BUILT_IN_FINGERPRINTS[cfg.name]
+    (tmp_path / "b.bin").write_bytes(b"second")
+    (tmp_path / "a.bin").write_bytes(b"first")  # files named by base name, as for IDX and .npz files
+    assert sources.hash_files([str(tmp_path / "b.bin"), str(tmp_path / "a.bin")]) == \
+        "92226bf965b0e1889beaac1dc748d5a3f4d78f55dbccc7fc0c77757bd55d6b26"
+
+
 def test_spec_json_round_trip(kiri):
     spec = kiri.spec
     assert data.DataSpec.from_dict(spec.to_dict()) == spec
@@ -499,6 +517,19 @@ def test_kirigami_settings_errors(tmp_path):
 def test_grouped_split_needs_kirigami():
     with pytest.raises(DataError, match="split=grouped"):
         data.prepare(DataConfig(name="fashion_mnist", data_dir=FASHION_DIR, split="grouped"))
+
+
+def test_check_source_refuses_what_prepare_cannot_read(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        (tmp_path / "images" / name / "0.png").write_bytes(b"")
+    cfg = DataConfig(name="idx", data_dir=str(tmp_path / "images"))  # idx reads IDX files only
+    with pytest.raises(DataError, match="no train-images-idx"):
+        data.check_source(cfg)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=np.zeros((2, 2, 2)), y=np.arange(2))
+    with pytest.raises(DataError, match=r"data.name=idx needs a folder of IDX files .* data.name=npz"):
+        data.check_source(dataclasses.replace(cfg, data_dir=str(npz)))
 
 
 def test_unknown_dataset_lists_known_ones():

@@ -67,7 +67,8 @@ class DataSpec:
         name: Dataset name from the config.
         task: Input shape and output kind.
         fingerprint: Sha256 hex of the source content (file hashes or TFDS
-            name+version) and the split spec.
+            name+version), the split spec and, for image folders and manifests,
+            the settings that shaped the arrays (image size, colour, columns).
         source: Human-readable origin: a path or ``tfds:NAME:VERSION``.
         mean: Per-channel training-set mean, raw input units, ``(C,)``.
         std: Per-channel training-set standard deviation (1.0 where constant), ``(C,)``.
@@ -160,19 +161,22 @@ def source_fingerprint(cfg: DataConfig) -> str:
     """Sha256 of the local source files' contents (what `prepare` will read), or "".
 
     Hashes every regular file under ``cfg.data_dir`` (a file or a folder, relative
-    paths and contents, in sorted order), so an edit of any byte changes it. With
+    paths and contents, in sorted order), so an edit of any byte changes it; a
+    ``.csv`` manifest hashes itself and every file it lists (named relative to its
+    folder, so moving a file changes it too). With
     no ``data_dir`` (TFDS, or Debian's Fashion-MNIST folder) it hashes Debian's
     folder when `prepare` would read it, and is "" otherwise.
     """
-    path = cfg.data_dir or (sources.DEBIAN_FASHION_MNIST if cfg.name == "fashion_mnist" else "")
+    path = os.path.expanduser(cfg.data_dir) or (
+        sources.DEBIAN_FASHION_MNIST if cfg.name == "fashion_mnist" else "")
     if not path or not os.path.exists(path):
         return ""
-    if layouts.detect(path) == "manifest":  # the manifest and every file it lists
+    if os.path.isfile(path) and path.lower().endswith(".csv"):  # the manifest and every file it lists
         try:
-            files = [path, *layouts.manifest_files(path, cfg)]
+            files = layouts.check_manifest(path, cfg)[1]
         except DataError:
-            files = [path]  # prepare reports the bad line
-        return sources.hash_files(files)
+            files = []  # prepare reports the bad line
+        return layouts.manifest_hash(path, files)
     files = [path] if os.path.isfile(path) else sorted(
         os.path.join(root, name) for root, _, names in os.walk(path) for name in names)
     h = hashlib.sha256()
@@ -187,8 +191,9 @@ def source_fingerprint(cfg: DataConfig) -> str:
 def check_source(cfg: DataConfig) -> None:
     """Cheap up-front check that `prepare` can find its local source files.
 
-    Finds the kirigami table, the four IDX files or the ``.npz`` file (reading no
-    data), so a run can refuse bad paths before it writes anything.
+    Finds the kirigami table, the four IDX files, the ``.npz`` file or a
+    `tfdarts.layouts` layout, and checks a manifest's columns and listed files
+    (decoding no data), so a run can refuse bad paths before it writes anything.
 
     Raises:
         DataError: The files are missing or of the wrong kind; the message says what to give.
@@ -198,15 +203,11 @@ def check_source(cfg: DataConfig) -> None:
         kirigami.find_table(cfg.data_dir)
     elif cfg.data_dir:
         path = os.path.expanduser(cfg.data_dir)
-        kind = layouts.detect(path)
-        if kind == "manifest":
-            layouts.manifest_files(path, cfg)
-        elif kind:
-            pass  # an image folder or .npy arrays: found; read by prepare
-        elif os.path.isdir(path) and cfg.name != "npz":
+        kind = _local_kind(cfg, path)
+        if kind == "idx":
             sources.find_idx_files(path)
-        elif not os.path.exists(path) or os.path.isdir(path) or not path.endswith(".npz"):
-            _load_local(cfg, path)  # raises the loader's own message
+        elif kind == "manifest":
+            layouts.check_manifest(path, cfg)
     elif cfg.name in ("idx", "npz"):
         _load_source(cfg)  # raises: these need data.data_dir
 
@@ -235,6 +236,20 @@ def _tfds_base(name: str) -> str:
 
 def _load_local(cfg: DataConfig, path: str) -> sources.Raw:
     """Loads an IDX folder, an ``.npz`` file or a `tfdarts.layouts` layout."""
+    kind = _local_kind(cfg, path)
+    if kind == "idx":
+        return sources.load_idx_folder(path, cfg.name)
+    if kind == "npz":
+        return sources.load_npz(path, cfg.name)
+    return layouts.load(path, cfg, kind)
+
+
+def _local_kind(cfg: DataConfig, path: str) -> str:
+    """What `_load_local` reads at `path`: ``"idx"``, ``"npz"`` or a `layouts.detect` layout.
+
+    Raises:
+        DataError: Nothing there that data.name can read; the message says what to give.
+    """
     name = cfg.name
     if not os.path.exists(path):
         raise DataError(f"data.data_dir={path} does not exist; point it at a folder of IDX files, "
@@ -242,15 +257,20 @@ def _load_local(cfg: DataConfig, path: str) -> sources.Raw:
     if os.path.isdir(path):
         if name == "npz":
             raise DataError(f"data.name=npz but data.data_dir={path} is a folder; give the .npz file")
-        if layouts.detect(path) and name != "idx":
-            return layouts.load(path, cfg)
-        return sources.load_idx_folder(path, name)
-    if path.lower().endswith(".csv") and name not in ("idx", "npz"):
-        return layouts.load_manifest(path, cfg)
-    if name == "idx" or not path.endswith(".npz"):
+        return (name != "idx" and layouts.detect(path)) or "idx"
+    if path.lower().endswith(".csv"):
+        if name in ("idx", "npz"):
+            raise DataError(f"data.name={name} cannot read the .csv manifest {path}; set data.name to a "
+                            "name of your own (e.g. data.name=my_data) to load it as a manifest, or "
+                            f"give {'a folder of IDX files' if name == 'idx' else 'an .npz file'}")
+        return "manifest"
+    if name == "idx":
+        raise DataError(f"data.name=idx needs a folder of IDX files but data.data_dir={path} is a "
+                        "file; give the folder (or use data.name=npz for an .npz file)")
+    if not path.endswith(".npz"):
         raise DataError(f"data.data_dir={path} is a file; give a folder of IDX files, an .npz file "
                         "or a .csv manifest")
-    return sources.load_npz(path, name)
+    return "npz"
 
 
 def derive_seed(seed: int, tag: str) -> int:
@@ -384,8 +404,10 @@ def _make_spec(cfg: DataConfig, raw: sources.Raw, task: Task, arrays: Arrays,
     x_tr, y_tr, x_te, _ = arrays
     mean, std = channel_stats(x_tr)
     t_mean, t_std = ((), ()) if task.is_classification else _target_stats(y_tr)
-    fingerprint = hashlib.sha256(json.dumps({"content": raw.content_id, "split": split},
-                                            sort_keys=True).encode()).hexdigest()
+    identity: Dict[str, Any] = {"content": raw.content_id, "split": split}
+    if raw.layout:  # built-in sources have none: their fingerprints stay as they were
+        identity["layout"] = raw.layout
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     return DataSpec(cfg.name, task, fingerprint, raw.source, mean, std, t_mean, t_std,
                     _resolve_augment(cfg, raw, task), len(x_tr), len(x_te), split)
 

@@ -13,8 +13,9 @@ import gzip
 import hashlib
 import os
 import struct
+import time
 import zlib
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -53,6 +54,9 @@ class Raw:
         output_names: Class or target names (may be empty).
         groups: ``(N,)`` group keys for grouped splits, or None.
         from_tfds: True when loaded through TensorFlow Datasets.
+        layout: Settings of a `tfdarts.layouts` layout that shaped the arrays (image
+            size, colour, manifest columns); part of the data fingerprint. Empty for
+            the built-in sources.
     """
 
     x_train: np.ndarray
@@ -64,17 +68,66 @@ class Raw:
     output_names: Tuple[str, ...] = ()
     groups: Optional[np.ndarray] = None
     from_tfds: bool = False
+    layout: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-def hash_files(paths: Sequence[str]) -> str:
-    """Sha256 hex over the names and contents of `paths` (order independent)."""
-    outer = hashlib.sha256()
-    for path in sorted(paths, key=os.path.basename):
+_DIGESTS: Dict[Tuple[object, ...], bytes] = {}
+_DIGESTS_MAX = 1 << 18
+_SETTLED_NS = 2_000_000_000
+
+
+def file_digest(path: str) -> bytes:
+    """Sha256 digest of one file's bytes, read once per process while the file is unchanged.
+
+    A digest is reused while the file's inode, size, modification and change times
+    stay the same; files touched in the last two seconds are always read again
+    (timestamps are too coarse to tell edits that close apart).
+
+    Args:
+        path: The file.
+
+    Returns:
+        The 32-byte digest.
+
+    Raises:
+        DataError: The file cannot be read; the message names it.
+    """
+    try:
+        st = os.stat(path)
+        key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key in _DIGESTS:
+            return _DIGESTS[key]
         inner = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 22), b""):
                 inner.update(block)
-        outer.update(os.path.basename(path).encode() + b"\0" + inner.digest())
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}; check that it is a readable file") from None
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        if len(_DIGESTS) >= _DIGESTS_MAX:
+            _DIGESTS.clear()
+        _DIGESTS[key] = inner.digest()
+    return inner.digest()
+
+
+def hash_files(paths: Sequence[str], root: Optional[str] = None) -> str:
+    """Sha256 hex over the names and contents of `paths` (order independent).
+
+    Args:
+        paths: The files.
+        root: Names are the paths relative to this folder, so moving a file between
+            subfolders changes the hash; None names each file by its base name.
+
+    Returns:
+        64 hex digits.
+
+    Raises:
+        DataError: A file cannot be read.
+    """
+    named = [(os.path.relpath(p, root) if root is not None else os.path.basename(p), p) for p in paths]
+    outer = hashlib.sha256()
+    for name, path in sorted(named, key=lambda item: item[0]):
+        outer.update(os.fsencode(name) + b"\0" + file_digest(path))
     return outer.hexdigest()
 
 
@@ -215,15 +268,24 @@ def load_npz(path: str, name: str) -> Raw:
                         f"found {sorted(keys)}")
     for x, y, label in ((parts[0], parts[1], "train"), (parts[2], parts[3], "test")):
         if x is not None:
-            _check_xy(x, y, f"{path} ({label})")
+            check_xy(x, y, f"{path} ({label})")
     x_test = None if parts[2] is None else as_nhwc(parts[2])
-    return Raw(as_nhwc(parts[0]), _as_targets(parts[1]), x_test,
-               None if parts[3] is None else _as_targets(parts[3]),
+    return Raw(as_nhwc(parts[0]), as_targets(parts[1]), x_test,
+               None if parts[3] is None else as_targets(parts[3]),
                os.path.abspath(path), hash_files([path]), CLASS_NAMES.get(name, ()))
 
 
-def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> None:
-    """Validates one pair of npz input/target arrays."""
+def check_xy(x: np.ndarray, y: np.ndarray, where: str) -> None:
+    """Validates one pair of input/target arrays (``.npz`` or ``.npy``).
+
+    Args:
+        x: Inputs, numeric ``(N, H, W)`` or ``(N, H, W, C)``.
+        y: Integer labels or float targets, ``(N,)`` or ``(N, K)``.
+        where: The file (and part) named in errors.
+
+    Raises:
+        DataError: Wrong shape or type, or NaN/infinite values.
+    """
     if x.ndim not in (3, 4) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         raise DataError(f"{where}: x must be numeric (N, H, W) or (N, H, W, C), got {x.dtype} {x.shape}")
     if y.ndim not in (1, 2) or len(y) != len(x):
@@ -236,8 +298,15 @@ def _check_xy(x: np.ndarray, y: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: y must be integer labels or float targets, got {y.dtype}")
 
 
-def _as_targets(y: np.ndarray) -> np.ndarray:
-    """Integer labels -> int64 ``(N,)``; float targets -> float32 ``(N, K)``."""
+def as_targets(y: np.ndarray) -> np.ndarray:
+    """Labels or targets in their training form.
+
+    Args:
+        y: Integer labels or float targets, ``(N,)`` or ``(N, K)``.
+
+    Returns:
+        Integer labels as int64 ``(N,)`` (``(N, K)`` when K > 1); float targets as float32 ``(N, K)``.
+    """
     if np.issubdtype(y.dtype, np.integer):
         return y.reshape(len(y)).astype(np.int64) if y.ndim == 1 or y.shape[1] == 1 else y.astype(np.int64)
     return y.reshape(len(y), -1).astype(np.float32)
