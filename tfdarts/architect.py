@@ -193,8 +193,9 @@ class Architect:
             over replicas is the product on the global batch.
         """
         r = FD_SCALE / tf.linalg.global_norm(v)
-        plus = [w + r * d for w, d in zip(weights, v)]
-        minus = [w - r * d for w, d in zip(weights, v)]
-        g_plus = self._alpha_grads(batch, plus)
+        g_plus = self._alpha_grads(batch, [w + r * d for w, d in zip(weights, v)])
+        # the two passes are independent: run them in turn so their activations never coexist
+        with tf.control_dependencies(g_plus):
+            minus = [w - r * d for w, d in zip(weights, v)]
         g_minus = self._alpha_grads(batch, minus)
         return [(p - m) / (2.0 * r) for p, m in zip(g_plus, g_minus)]

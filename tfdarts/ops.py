@@ -13,7 +13,8 @@ factory here in one call.
 
 from __future__ import annotations
 
-from typing import Callable, List, Optional
+import weakref
+from typing import Callable, Dict, List, Optional, Tuple
 
 import keras
 import numpy as np
@@ -74,6 +75,37 @@ def _pad(x: tf.Tensor, pad: int, value: float = 0.0) -> tf.Tensor:
     return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
 
 
+def _explicit(pad: int):
+    """`pad` pixels on each side as a conv's own padding: ``"VALID"`` or an explicit list.
+
+    The kernel pads internally, so the backward pass keeps the unpadded input
+    (which the preceding ReLU keeps anyway) instead of a padded copy.
+    """
+    return "VALID" if pad == 0 else [[0, 0], [pad, pad], [pad, pad], [0, 0]]
+
+
+_GRAPH_CONSTANTS: "weakref.WeakKeyDictionary[tf.Graph, Dict[Tuple, tf.Tensor]]" = (
+    weakref.WeakKeyDictionary())
+
+
+def _constant(value: float, length: int, dtype: tf.DType) -> tf.Tensor:
+    """A ``(length,)`` constant filled with `value`, created once per traced graph.
+
+    A supernet has hundreds of non-affine batch norms; sharing their constant
+    scale, offset and (empty) statistics keeps thousands of identical nodes out
+    of the traced step, which is traced and optimised faster.
+    """
+    if tf.executing_eagerly():
+        return tf.fill([length], tf.constant(value, dtype))
+    graph = tf.compat.v1.get_default_graph()
+    cache = _GRAPH_CONSTANTS.setdefault(graph, {})
+    key = (value, length, dtype)
+    if key not in cache:
+        with tf.control_dependencies(None):  # valid anywhere in this graph
+            cache[key] = tf.fill([length], tf.constant(value, dtype))
+    return cache[key]
+
+
 class BatchNorm(keras.layers.Layer):
     """Batch normalisation on the fused kernel (the fast path on CPU and GPU).
 
@@ -106,7 +138,8 @@ class BatchNorm(keras.layers.Layer):
     def _scale_offset(self, channels: int):
         if self.affine:
             return self.gamma.value, self.beta.value
-        return tf.ones([channels], self.compute_dtype), tf.zeros([channels], self.compute_dtype)
+        dtype = tf.as_dtype(self.compute_dtype)
+        return _constant(1.0, channels, dtype), _constant(0.0, channels, dtype)
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Normalises ``(B, H, W, C)`` over B, H, W."""
@@ -148,8 +181,9 @@ def _batch_norm_train(x: tf.Tensor, scale: tf.Tensor, offset: tf.Tensor):
     support, takes the moments path (used for exact-derivative checks).
     """
     if x.dtype != tf.float64:
-        return tf.compat.v1.nn.fused_batch_norm(x, scale, offset, epsilon=BN_EPSILON,
-                                                is_training=True)
+        empty = _constant(0.0, 0, tf.float32)  # no running statistics in training mode
+        return tf.compat.v1.nn.fused_batch_norm(x, scale, offset, mean=empty, variance=empty,
+                                                epsilon=BN_EPSILON, is_training=True)
     mean, var = tf.nn.moments(x, axes=[0, 1, 2])
     y = tf.nn.batch_normalization(x, mean, var, offset, scale, BN_EPSILON)
     n = tf.cast(tf.size(x) // tf.shape(x)[-1], x.dtype)
@@ -179,8 +213,8 @@ class Conv(keras.layers.Layer):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """``(B, H, W, Cin) -> (B, H', W', filters)``."""
-        return tf.nn.conv2d(_pad(x, self.padding), self.kernel.value,
-                            strides=self.strides, padding="VALID")
+        return tf.nn.conv2d(x, self.kernel.value, strides=self.strides,
+                            padding=_explicit(self.padding))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
@@ -193,7 +227,13 @@ class DepthwiseConv(keras.layers.Layer):
     ``tf.nn.depthwise_conv2d`` rejects stride > 1 together with dilation > 1.
     When stride == dilation (dil_conv in a reduction cell), the dilated taps at
     stride s read only every s-th padded pixel, so subsampling the padded input
-    by s and running an undilated stride-1 VALID conv is exact and cheap.
+    by s and running an undilated stride-1 VALID conv is exact and cheap; when
+    the padding is a multiple of s that is the input subsampled by s and
+    padded by ``padding / s``.
+
+    The kernel pads by itself, so the backward pass keeps no padded copy of
+    the input. Dilated stride-1 convs go through ``tf.nn.depthwise_conv2d``'s
+    space-to-batch rewrite, which pads too when the padding is SAME's.
 
     Args:
         kernel_size: Square kernel side.
@@ -219,13 +259,25 @@ class DepthwiseConv(keras.layers.Layer):
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """``(B, H, W, C) -> (B, H', W', C)``."""
-        x = _pad(x, self.padding)
-        strides, dilation = self.strides, self.dilation
-        if strides > 1 and dilation > 1:
-            x = x[:, ::strides, ::strides, :]
-            strides = dilation = 1
-        return tf.nn.depthwise_conv2d(x, self.kernel.value, [1, strides, strides, 1], "VALID",
-                                      dilations=[dilation, dilation])
+        strides, dilation, pad = self.strides, self.dilation, self.padding
+        if dilation == 1:
+            return self._conv(x, strides, pad)
+        if strides == 1:
+            # the kernel's own dilation has no matching gradient kernels on CPU; tf.nn pads inside its space-to-batch rewrite when the padding is SAME's
+            same = 2 * pad == dilation * (self.kernel_size - 1)
+            return tf.nn.depthwise_conv2d(x if same else _pad(x, pad), self.kernel.value,
+                                          [1, 1, 1, 1], "SAME" if same else "VALID",
+                                          dilations=[dilation, dilation])
+        if pad % strides == 0:
+            return self._conv(x[:, ::strides, ::strides, :], 1, pad // strides)
+        return self._conv(_pad(x, pad)[:, ::strides, ::strides, :], 1, 0)
+
+    def _conv(self, x: tf.Tensor, strides: int, pad: int) -> tf.Tensor:
+        """The undilated depthwise kernel, padding `pad` on each side internally."""
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=self.kernel.value, strides=[1, strides, strides, 1],
+            padding="EXPLICIT" if pad else "VALID",
+            explicit_paddings=[0, 0, pad, pad, pad, pad, 0, 0] if pad else [])
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
@@ -352,6 +404,8 @@ class Pool(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         """``(B, H, W, C) -> (B, ceil(H/s), ceil(W/s), C)``."""
         if self.kind == "max":
+            if self.strides == 1:  # SAME at stride 1 pads (1, 1) with pixels that never win
+                return tf.nn.max_pool2d(x, 3, 1, "SAME")
             return tf.nn.max_pool2d(_pad(x, 1, x.dtype.min), 3, self.strides, "VALID")
         if self.strides == 1:  # SAME at stride 1 pads (1, 1) and excludes it from the mean
             return tf.nn.avg_pool2d(x, 3, 1, "SAME")

@@ -106,7 +106,8 @@ class MixedOp(ops.Composite):
     def _mix(self, x: tf.Tensor, weights: tf.Tensor, training: bool) -> tf.Tensor:
         if not self.candidates:
             return tf.zeros_like(x[:, ::self.strides, ::self.strides, :])
-        outs = [weights[k] * op(x, training=training) for k, op in zip(self.active, self.candidates)]
+        per_op = tf.unstack(weights)  # one op, where indexing would add a slice per candidate
+        outs = [per_op[k] * op(x, training=training) for k, op in zip(self.active, self.candidates)]
         return tf.add_n(outs)
 
     def _bypass(self, x: tf.Tensor) -> tf.Tensor:
@@ -164,12 +165,14 @@ class SearchCell(ops.Composite):
             ``(B, H/s, W/s, nodes * C)``.
         """
         states = [self.pre0(s0, training=training), self.pre1(s1, training=training)]
+        per_edge = tf.unstack(weights)  # one op for all edges (a slice each otherwise)
+        per_edge_weight = None if edge_weights is None else tf.unstack(edge_weights)
         edge = 0
         for _ in range(self.nodes):
-            terms = [self.edges[edge + j](h, weights[edge + j], training=training, aux_weight=aux_weight)
+            terms = [self.edges[edge + j](h, per_edge[edge + j], training=training, aux_weight=aux_weight)
                      for j, h in enumerate(states)]
-            if edge_weights is not None:
-                terms = [edge_weights[edge + j] * t for j, t in enumerate(terms)]
+            if per_edge_weight is not None:
+                terms = [per_edge_weight[edge + j] * t for j, t in enumerate(terms)]
             edge += len(states)
             states.append(tf.add_n(terms))
         return tf.concat(states[2:], axis=-1)
