@@ -16,8 +16,8 @@ FAILED in ML Metadata and exits with code 1 (the traceback is in the log file).
 
 At the end the run folder gets links ``search``, ``model``, ``evaluation`` and
 ``report`` to the latest artifacts, ``results.csv``/``results.md`` and
-``outputs.json``, and the command prints where the SavedModel, genotype, metrics
-and report are.
+``outputs.json``, and the command prints where the SavedModel (``model/Format-Serving``,
+in TFX's standard Model artifact), genotype, metrics and report are.
 """
 
 from __future__ import annotations
@@ -174,8 +174,9 @@ def _finish(run_dir: str, store_path: str, name: str, started: float) -> None:
         if os.path.exists(os.path.join(report, name_)):
             shutil.copy2(os.path.join(report, name_), os.path.join(run_dir, name_))
     fileio.write_json(os.path.join(run_dir, contract.OUTPUTS_FILE), run)
-    evaluation = outputs["evaluation"]
+    evaluation, model = outputs["evaluation"], outputs["model"]
     props = evaluation["properties"]
+    saved_model = model["properties"].get("saved_model", contract.SERVING_MODEL_DIR)
     metrics = fileio.read_json(os.path.join(evaluation["uri"], contract.METRICS_FILE))["metrics"]
     states = ", ".join(f"{s['step']} {'cached' if s['state'] == 'CACHED' else s['state'].lower()}"
                        for s in run["steps"])
@@ -184,7 +185,7 @@ def _finish(run_dir: str, store_path: str, name: str, started: float) -> None:
         f"done in {elapsed} ({states})",
         f"test {', '.join(f'{k} {v:.4f}' for k, v in metrics.items())}; "
         f"{int(props.get('params', 0)):,} parameters",
-        f"SavedModel:  {os.path.join(evaluation['uri'], props.get('saved_model', 'saved_model'))}",
+        f"SavedModel:  {os.path.join(model['uri'], saved_model)}",
         f"genotype:    {os.path.join(outputs['search']['uri'], 'genotype.json')}",
         f"metrics:     {os.path.join(evaluation['uri'], 'metrics.json')}",
         f"report:      {os.path.join(report, 'report.html')}",

@@ -1,7 +1,14 @@
-"""Retrain: train the searched genotype from scratch (`tfdarts.trainer.retrain`)."""
+"""Retrain: train the searched genotype from scratch (`tfdarts.trainer.retrain`) and
+export it for serving.
+
+The output is TFX's standard Model artifact: the serving SavedModel in ``Format-Serving/``
+(``tfx.utils.path_utils.serving_model_dir``, where TFX's Trainer writes it, so TFX's
+Evaluator, Pusher or InfraValidator find it), next to ``model.keras``, ``history.json``
+and ``genotype.json``.
+"""
 
 import os
-from typing import Any, Dict, Mapping
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional
 
 from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArtifact, Parameter
 from tfx.dsl.component.experimental.decorators import component
@@ -11,7 +18,27 @@ from pipeline.components import common
 from tfdarts import contract
 from tfdarts.config import Config
 
+if TYPE_CHECKING:
+    from tfdarts.data import DataSpec
+    from tfdarts.genotype import Genotype
+
 FILES = (contract.MODEL_FILE, contract.HISTORY_FILE, contract.GENOTYPE_FILE)
+
+
+def export_serving(model_file: str, model_dir: str, spec: "DataSpec",
+                   genotype: Optional["Genotype"]) -> str:
+    """Exports the Keras file `model_file` as the serving SavedModel of the Model artifact
+    folder `model_dir` (`tfdarts.export.export_saved_model`, with spec and genotype).
+
+    Returns:
+        The SavedModel folder, ``<model_dir>/Format-Serving``.
+    """
+    from tfx.utils import path_utils
+
+    from tfdarts import export
+
+    model = export.load_model(model_file)
+    return export.export_saved_model(model, spec, path_utils.serving_model_dir(model_dir), genotype)
 
 
 def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
@@ -22,7 +49,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     same arguments and only the chief writes the output artifact.
 
     Returns:
-        Model properties: parameters, epochs, seconds, last train/test metrics, genotype.
+        Model properties: parameters, epochs, seconds, last train/test metrics, genotype
+        and where the SavedModel is (relative to the artifact).
     """
     from tfdarts import data as data_lib
     from tfdarts import fileio, network, trainer
@@ -39,6 +67,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     if role is not None:  # a non-chief worker: the chief writes the artifact
         return {"model": {"worker_role": role}}
     common.copy_files(work_dir, outputs["model"], FILES)
+    serving = export_serving(os.path.join(work_dir, contract.MODEL_FILE), outputs["model"],
+                             data.spec, genotype)
     history = fileio.read_json(os.path.join(work_dir, contract.HISTORY_FILE))
     return {"model": {
         "genotype": genotype.to_dict(), "dataset": data.spec.name,
@@ -49,7 +79,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
         "seconds": float(result.seconds), "resumed_from_epoch": int(result.resumed_from),
         "train_loss": common.last_value(history, "train_loss"),
         "train_metric": common.last_value(history, "train_metric"),
-        "test_metric": common.last_value(history, "test_metric")}}
+        "test_metric": common.last_value(history, "test_metric"),
+        "saved_model": os.path.relpath(serving, outputs["model"])}}
 
 
 @component
