@@ -226,6 +226,12 @@ _CHAIN_ORDER = (contract.REPORT_TYPE, contract.EVALUATION_TYPE, contract.MODEL_T
                 contract.BASELINES_TYPE, contract.DATASET_TYPE)
 
 
+def kind(type_name: str) -> str:
+    """The current type a recorded type name stands for: run folders of earlier versions
+    recorded some types under names since retired (`tfdarts.contract.RETIRED_TYPES`)."""
+    return contract.RETIRED_TYPES.get(type_name, type_name)
+
+
 def find_artifact(store: Any, path: str, store_path: str) -> Any:
     """The artifact `path` belongs to; for the run folder itself, its latest report."""
     art_types, _ = _type_names(store)
@@ -233,7 +239,7 @@ def find_artifact(store: Any, path: str, store_path: str) -> Any:
     real = os.path.realpath(path)
     if os.path.realpath(os.path.dirname(store_path)) == real:
         for type_name in _CHAIN_ORDER:
-            found = [a for a in artifacts if art_types.get(a.type_id) == type_name]
+            found = [a for a in artifacts if kind(art_types.get(a.type_id, "")) == type_name]
             if found:
                 return max(found, key=lambda a: a.id)
         raise LookupError(f"the store {store_path} records no artifacts yet")
@@ -328,9 +334,9 @@ _SHOWN = {
     contract.SEARCH_RESULT_TYPE: ("source", "origin", "genotype", "epochs", "val_metric", "train_metric",
                                   "supernet_params", "seconds", "resumed_from_epoch"),
     contract.MODEL_TYPE: ("params", "epochs", "train_metric", "test_metric", "seconds",
-                          "resumed_from_epoch"),
-    contract.EVALUATION_TYPE: ("cell_source", "metrics", "params", "saved_model", "search_seconds",
-                               "train_seconds"),
+                          "resumed_from_epoch", "saved_model"),
+    contract.EVALUATION_TYPE: ("cell_source", "metrics", "params", "search_seconds", "train_seconds",
+                               "serving_checked", "saved_model"),
     contract.BASELINES_TYPE: ("models",),
     contract.REPORT_TYPE: ("report", "results", "warnings", "models"),
 }
@@ -372,7 +378,7 @@ def describe(store: Any, store_path: str, path: str, target: Any) -> List[str]:
     lines = [f"lineage of {path}",
              f"  artifact {target.id} ({target_type}) at {target.uri}",
              f"  store {store_path}", ""]
-    datasets = [a for a in arts.values() if art_types.get(a.type_id) == contract.DATASET_TYPE]
+    datasets = [a for a in arts.values() if kind(art_types.get(a.type_id, "")) == contract.DATASET_TYPE]
     for ds in datasets:
         p = properties(ds)
         lines.append(f"dataset      {p.get('name', '?')}  fingerprint {p.get('fingerprint', '?')}")
@@ -405,7 +411,7 @@ def describe(store: Any, store_path: str, path: str, target: Any) -> List[str]:
             type_name = art_types.get(art.type_id, "")
             p = properties(art)
             lines.append(f"  -> {key} ({type_name}, artifact {art.id}) {art.uri}")
-            for name in _SHOWN.get(type_name, ()):
+            for name in _SHOWN.get(kind(type_name), ()):
                 if name == "genotype" and isinstance(p.get(name), dict):
                     lines += [f"       {cell}: {text}" for cell, text in _genotype_lines(p[name])]
                 elif p.get(name) is not None:
