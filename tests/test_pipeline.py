@@ -87,6 +87,7 @@ def test_run_prints_where_outputs_are(run_dir):
     paths = {line.split(":", 1)[0]: line.split(":", 1)[1].strip()
              for line in proc.stdout.splitlines() if ":" in line}
     assert os.path.isfile(os.path.join(paths["SavedModel"], "saved_model.pb"))
+    assert os.path.realpath(paths["SavedModel"]) == os.path.realpath(_serving_dir(folder))
     assert os.path.isfile(paths["genotype"]) and os.path.isfile(paths["report"])
     assert json.load(open(paths["metrics"]))["model"] == "darts"
     for link in ("search", "model", "evaluation", "report"):
@@ -149,14 +150,53 @@ def test_artifact_chain_and_properties(run_dir):
     assert len(versions) == 1 and len(versions.pop()) == 16
 
 
+def test_artifact_types_are_tfx_standard_or_carry_base_types(run_dir):
+    """ML Metadata records the retrained network as TFX's standard Model type and every
+    other type with its base type; TFX builds working artifacts of each type."""
+    from ml_metadata.proto import metadata_store_pb2 as pb
+    from tfx.types import artifact_utils, standard_artifacts
+
+    from pipeline import artifacts
+
+    store = _open_store(run_dir[0])
+    recorded = {t.name: t for t in store.get_artifact_types()}
+    assert set(contract.ARTIFACT_TYPES) - {contract.BASELINES_TYPE} <= set(recorded)
+    model = recorded[contract.MODEL_TYPE]
+    standard = standard_artifacts.Model._get_artifact_type()
+    assert (model.name, dict(model.properties), model.base_type) == (
+        standard.name, dict(standard.properties), standard.base_type) == ("Model", {}, pb.ArtifactType.MODEL)
+    for name, base in contract.ARTIFACT_BASE_TYPES.items():
+        if name in recorded:
+            assert pb.ArtifactType.SystemDefinedBaseType.Name(recorded[name].base_type) == base, name
+    for name, cls in artifacts.ARTIFACTS.items():
+        assert type(artifact_utils.deserialize_artifact(cls._get_artifact_type())) is cls
+    assert not [t for t in recorded if t in contract.RETIRED_TYPES]
+
+
+def _serving_dir(run_folder: str) -> str:
+    """Where TFX's Evaluator, Pusher and InfraValidator look for the Model's SavedModel."""
+    from tfx.utils import path_utils
+
+    return path_utils.serving_model_path(os.path.realpath(os.path.join(run_folder, "model")))
+
+
 def test_saved_model_serves_real_test_images(run_dir):
+    """The Model artifact holds the SavedModel at TFX's Format-Serving; it serves the real
+    test images with the evaluation's accuracy; the evaluation keeps no second export."""
     import tensorflow as tf
 
     from tfdarts.data import load_prepared
 
     folder = run_dir[0]
     data = load_prepared(os.path.realpath(os.path.join(folder, "dataset")))
-    model = tf.saved_model.load(os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR))
+    serving = _serving_dir(folder)
+    assert serving == os.path.join(os.path.realpath(os.path.join(folder, "model")), contract.SERVING_MODEL_DIR)
+    for name in (contract.SPEC_FILE, contract.GENOTYPE_FILE):
+        assert os.path.isfile(os.path.join(serving, name))
+    assert not os.path.exists(os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR))
+    props = json.load(open(os.path.join(folder, "evaluation", contract.PROPERTIES_FILE)))
+    assert props["serving_checked"] == 256 and props["serving_max_diff"] <= 1e-3
+    model = tf.saved_model.load(serving)
     serve = model.signatures["serving_default"]
     out = serve(inputs=tf.constant(data.x_test.astype(np.float32)))
     probs, classes = out["probabilities"].numpy(), out["classes"].numpy()
@@ -192,16 +232,24 @@ def test_a_logging_only_override_reuses_the_cache(run_dir):
 def test_lineage_names_dataset_fingerprint(run_dir):
     folder = run_dir[0]
     fingerprint = json.load(open(os.path.join(folder, "dataset", contract.SPEC_FILE)))["fingerprint"]
-    for target in (os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR),
-                   os.path.join(folder, "search", contract.GENOTYPE_FILE), folder):
+    for target in (_serving_dir(folder), os.path.join(folder, "search", contract.GENOTYPE_FILE), folder):
         proc = _run(["-m", "pipeline.lineage", target], timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert fingerprint in proc.stdout
         assert "search " in proc.stdout and "config " in proc.stdout
-    saved = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR)]).stdout
-    for step in ("ingest", "search", "retrain", "evaluate"):
+    saved = _run(["-m", "pipeline.lineage", _serving_dir(folder)]).stdout
+    for step in ("ingest", "search", "retrain"):
         assert f"\n{step} " in saved
-    assert "accuracy" in saved and "genotype normal" in saved
+    assert f"artifact {_model_id(folder)} ({contract.MODEL_TYPE})" in saved
+    assert f"saved_model: {contract.SERVING_MODEL_DIR}" in saved
+    assert "test_metric" in saved and "genotype normal" in saved
+    report = _run(["-m", "pipeline.lineage", folder]).stdout
+    assert "\nevaluate " in report and "accuracy" in report and "serving_checked: 256" in report
+
+
+def _model_id(run_folder: str) -> int:
+    uri = os.path.realpath(os.path.join(run_folder, "model"))
+    return next(a.id for a in _open_store(run_folder).get_artifacts() if os.path.realpath(a.uri) == uri)
 
 
 def test_compare_prints_tables(run_dir):
@@ -220,7 +268,7 @@ def test_given_genotype_retrains_without_search(run_dir):
     components = [e["component"] for e in _executions(_open_store(folder))]
     assert "Given" in components and "Search" not in components
     assert Genotype.load(os.path.join(folder, "search", contract.GENOTYPE_FILE)) == DARTS_V2
-    lineage = _run(["-m", "pipeline.lineage", os.path.join(folder, "evaluation", contract.SAVED_MODEL_DIR)])
+    lineage = _run(["-m", "pipeline.lineage", _serving_dir(folder)])
     assert "\ngiven " in lineage.stdout and "origin: DARTS_V2" in lineage.stdout, lineage.stdout
     assert os.path.exists(os.path.join(folder, "report", contract.REPORT_FILE))
     compare = _run(["-m", "pipeline.compare", run_dir[0], folder], timeout=120)
