@@ -380,7 +380,8 @@ class FactorizedReduce(Composite):
         even = x[:, ::2, ::2, :]
         odd = x[:, 1::2, 1::2, :]
         pad_h, pad_w = even.shape[1] - odd.shape[1], even.shape[2] - odd.shape[2]
-        odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        if pad_h or pad_w:
+            odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         y = tf.concat([self.conv_a(even), self.conv_b(odd)], axis=-1)
         return self.bn(y, training=training)
 
