@@ -116,6 +116,25 @@ def config_changes(config, dataset: str, preset: str) -> Dict[str, object]:
             and not any(k == i or (i.endswith(".") and k.startswith(i)) for i in NAME_IGNORES)}
 
 
+def data_name_part(config, dataset: str) -> List[str]:
+    """``data=<folder>.<hash8>`` for a dataset without a dataset file (the user's own data,
+    where the folder *is* the data), else nothing: two folders of own data never share a
+    run folder, and a built-in dataset's location does not change its name.
+
+    Args:
+        config: The run's `Config` (its ``data.data_dir``).
+        dataset: The ``--dataset`` name.
+    """
+    import hashlib
+
+    path = config.data.data_dir
+    if not path or dataset in _yaml_names("datasets"):
+        return []
+    path = os.path.abspath(os.path.expanduser(path))
+    stem = os.path.splitext(os.path.basename(path.rstrip(os.sep)))[0] or "data"
+    return [f"data={stem}.{hashlib.sha256(path.encode()).hexdigest()[:8]}"]
+
+
 def _name_part(key: str, value: object) -> str:
     if isinstance(value, (list, tuple)):
         value = "+".join(map(str, value))

@@ -211,7 +211,7 @@ def main(argv: List[str]) -> int:
         given = _given_cell(FLAGS.genotype) if FLAGS.genotype else None
     except (cli.UsageError, ConfigError, DataError, GenotypeError) as err:
         cli.fail(err)
-    extra = [f"genotype={given[2]}"] if given else []
+    extra = cli.data_name_part(config, FLAGS.dataset) + ([f"genotype={given[2]}"] if given else [])
     run_dir = os.path.abspath(os.path.join(FLAGS.output_dir, FLAGS.run_name or cli.run_name(
         FLAGS.dataset, FLAGS.preset, cli.config_changes(config, FLAGS.dataset, FLAGS.preset), extra)))
     cli.quiet_libraries(import_tensorflow=True)

@@ -36,3 +36,17 @@ def test_long_changes_become_a_stable_hash():
     assert name.startswith("fashion_mnist-tiny-h") and len(name) < 40
     assert name == _name("fashion_mnist", *reversed(many))
     assert name != _name("fashion_mnist", *many[:-1], "retrain.lr=0.02")
+
+
+def test_own_data_in_two_folders_gets_two_run_folders(tmp_path):
+    """For the user's own data the folder is the data: its name and a hash of its path
+    join the run's name; a built-in dataset's location does not."""
+    a, b = tmp_path / "a" / "scans", tmp_path / "b" / "scans"
+    parts = []
+    for folder in (a, a, b):
+        config = cli.build_config("my_scans", "tiny", overrides=[f"data.data_dir={folder}"])
+        parts.append(cli.data_name_part(config, "my_scans"))
+    assert parts[0] == parts[1] and parts[0] != parts[2]
+    assert parts[0][0].startswith("data=scans.")
+    config = cli.build_config("fashion_mnist", "tiny", overrides=["data.data_dir=/elsewhere"])
+    assert cli.data_name_part(config, "fashion_mnist") == []
