@@ -192,10 +192,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     sb.fetch(job.step(batch))
     stages.mark("first")
     times = []
+    cpu0 = time.process_time()
     for _ in range(args.steps):
         t = time.perf_counter()
         sb.fetch(job.step(batch))
         times.append(time.perf_counter() - t)
+    cpu_per_step = (time.process_time() - cpu0) / max(args.steps, 1)
     stages.mark("steps")
     return {
         "bench": "memory_profile", "label": args.label,
@@ -213,6 +215,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "first_call_cpu_s": next(r["cpu_seconds"] for r in stages.records if r["stage"] == "first"),
         "median_s_per_step": round(statistics.median(times), 4),
         "step_times_s": [round(x, 3) for x in times],
+        "cpu_s_per_step": round(cpu_per_step, 3),
         "tracing_count": job.step.experimental_get_tracing_count(),
         "peak_rss_mb": round(max(stages.overall_peak, sb.peak_rss_mb()), 1),
         "weight_params": int(sum(np.prod(v.shape) for v in job.model.weight_variables)),

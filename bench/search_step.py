@@ -61,6 +61,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--intra", type=int, default=0, help="intra-op threads (0 = TF default)")
     p.add_argument("--inter", type=int, default=0, help="inter-op threads (0 = TF default)")
     p.add_argument("--seed", type=int, default=2)
+    p.add_argument("--malloc", default="glibc", choices=("glibc", "jemalloc", "tcmalloc"),
+                   help="allocator: jemalloc / tcmalloc run the benchmark in a child process "
+                        "with the Debian library (libjemalloc2 / libtcmalloc-minimal4) in "
+                        "LD_PRELOAD")
     p.add_argument("--timeout", type=float, default=None,
                    help="run in a child process killed after this many seconds "
                         "(default: 300 with --jit, otherwise run in this process)")
@@ -81,7 +85,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def config_record(args: argparse.Namespace) -> Dict[str, Any]:
     keys = ("cells", "channels", "batch", "order", "classes", "nodes", "steps", "warmup",
-            "devices", "eager", "jit", "mixed", "bn", "onednn", "intra", "inter", "seed")
+            "devices", "eager", "jit", "mixed", "bn", "onednn", "intra", "inter", "seed", "malloc")
     out = {k: getattr(args, k) for k in keys}
     out["shape"] = list(args.shape)
     return out
@@ -320,6 +324,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "images_per_s_def": "2*batch/median (train + val batch per iteration)",
         "images_per_s_train": round(args.batch / median, 2),
         "peak_rss_mb": round(peak_rss_mb(), 1),
+        "cpu_s_per_step": round(cpu_util * median, 3),
         "weight_params": int(sum(np.prod(v.shape) for v in job.model.weight_variables)),
         "arch_params": int(sum(np.prod(v.shape) for v in job.model.arch_variables)),
         "replicas": int(strategy.num_replicas_in_sync),
@@ -336,12 +341,29 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     }
 
 
+MALLOC_LIBRARIES = {"jemalloc": "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+                    "tcmalloc": "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"}
+
+
+def child_env(args: argparse.Namespace) -> Dict[str, str]:
+    """The child's environment: this one, with the chosen allocator preloaded."""
+    env = dict(os.environ)
+    if args.malloc != "glibc":
+        library = MALLOC_LIBRARIES[args.malloc]
+        if not os.path.exists(library):
+            raise SystemExit(f"--malloc {args.malloc}: {library} is missing (apt-get install "
+                             f"{'libjemalloc2' if args.malloc == 'jemalloc' else 'libtcmalloc-minimal4'})")
+        env["LD_PRELOAD"] = library
+    return env
+
+
 def run_child(args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, Any]:
     """Runs this script in a child process, killing it after ``args.timeout`` seconds."""
     cmd = [sys.executable, os.path.abspath(__file__), *argv, "--in-process"]
     started = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=args.timeout or None, env=child_env(args))
     except subprocess.TimeoutExpired:
         return {"bench": "search_step", "status": "timeout", "label": args.label,
                 "config": config_record(args), "timeout_s": args.timeout,
@@ -359,7 +381,7 @@ def run_child(args: argparse.Namespace, argv: Sequence[str]) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    if args.timeout > 0 and not args.in_process:
+    if (args.timeout > 0 or args.malloc != "glibc") and not args.in_process:
         record = run_child(args, argv)
     else:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
