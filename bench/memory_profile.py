@@ -103,6 +103,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="skip the separate forward-only trace timing")
     p.add_argument("--search-option", action="append", default=[],
                    help="key=value set on SearchConfig (ints/floats/bools parsed)")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute cell activations in the backward pass (recompute_cells)")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
     args.shape = tuple(int(s) for s in args.shape.split(","))
@@ -175,6 +177,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     if extra:
         cfg = dataclasses.replace(cfg, **{k: _parse_value(v) for k, v in extra.items()})
     job = SearchJob(cfg, task, strategy)
+    job.model.recompute_cells = args.recompute
     batch = sb.make_batches(tf, strategy, args)
     stages.mark("supernet")
 
@@ -204,6 +207,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "config": {"cells": args.cells, "channels": args.channels, "batch": args.batch,
                    "shape": list(args.shape), "order": args.order, "devices": args.devices,
                    "grappler": args.grappler, "intra": args.intra, "inter": args.inter,
+                   "recompute": args.recompute,
                    "search_options": extra},
         "env": {k: os.environ[k] for k in ("MALLOC_ARENA_MAX", "LD_PRELOAD", "TF_ENABLE_ONEDNN_OPTS")
                 if k in os.environ},

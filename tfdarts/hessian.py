@@ -9,6 +9,7 @@ few hundred entries, so a handful of iterations suffice.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, List, Sequence, Tuple
 
 import numpy as np
@@ -55,7 +56,8 @@ def power_iteration(hvp: HvpFn, shapes: Sequence[Tuple[int, ...]], iters: int, s
 def _replica_hvp(model, x: tf.Tensor, y: tf.Tensor, v: List[tf.Tensor]) -> List[tf.Tensor]:
     """Per-replica ``H v`` of the (global-batch averaged) training-mode loss w.r.t. the alphas."""
     alphas = [a.value for a in model.alpha_variables]
-    with tf.GradientTape(watch_accessed_variables=False) as outer:
+    plain = getattr(model, "plain_cells", contextlib.nullcontext)  # recomputation: first order only
+    with plain(), tf.GradientTape(watch_accessed_variables=False) as outer:
         outer.watch(alphas)
         with tf.GradientTape(watch_accessed_variables=False) as inner:
             inner.watch(alphas)

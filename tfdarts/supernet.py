@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import contextlib
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from tfdarts import ops, space
 from tfdarts.genotype import NONE, PRIMITIVES, Genotype, num_edges, parse_alphas
@@ -214,14 +216,21 @@ class SearchNetwork(TaskModel):
             the non-trainable `aux_skip_weight`, set by the search schedule.
         max_skips: At most this many ``skip_connect`` edges in the derived normal
             cell (P-DARTS); -1 = no limit.
+        recompute_cells: In training mode, keep only each cell's inputs for the
+            backward pass and recompute the cell's activations there
+            (``tf.recompute_grad``): less memory when activations dominate (large
+            batches or images), one more forward pass of work and a larger graph.
+            Not applied under `stateless_call` (the second-order architect's
+            substituted weights), whose values a recomputation would not see.
     """
 
     def __init__(self, task: Task, cells: int = 8, channels: int = 16, nodes: int = 4,
                  stem_multiplier: int = 3, primitives: Sequence[str] = (), seed: int = 2,
                  name: str = "supernet", partial_channels: int = 1, aux_skip: bool = False,
-                 max_skips: int = -1, **kwargs) -> None:
+                 max_skips: int = -1, recompute_cells: bool = False, **kwargs) -> None:
         super().__init__(task, 0.0, name=name, **kwargs)
         self.nodes, self.partial_channels, self.max_skips = nodes, partial_channels, max_skips
+        self.recompute_cells = recompute_cells
         self.primitives = tuple(primitives) or PRIMITIVES
         ops.OPS.check(self.primitives)
         self.stem_conv = ops.Conv(stem_multiplier * channels, 3, 1, 1, name="stem_conv")
@@ -255,10 +264,26 @@ class SearchNetwork(TaskModel):
                      True: edge_softmax(self.beta_reduce.value, self.nodes)}
         aux = None if self.aux_skip_weight is None else tf.convert_to_tensor(self.aux_skip_weight)
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
+        recompute = self.recompute_cells and training and not in_stateless_scope()
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, weights[cell.reduction], training=training,
-                              edge_weights=edges[cell.reduction], aux_weight=aux)
+            # every differentiated input is an argument: recompute_grad drops closures' gradients
+            inputs = [s0, s1, weights[cell.reduction]] + [e for e in [edges[cell.reduction]] if e is not None]
+
+            def run(a, b, w, *e, cell=cell):
+                return cell(a, b, w, training=training, edge_weights=e[0] if e else None,
+                            aux_weight=aux)
+
+            s0, s1 = s1, (tf.recompute_grad(run) if recompute else run)(*inputs)
         return self.head(tf.reduce_mean(s1, axis=[1, 2]))
+
+    @contextlib.contextmanager
+    def plain_cells(self) -> Iterator[None]:
+        """Traces the cells without recomputation inside the block (e.g. for nested tapes)."""
+        saved, self.recompute_cells = self.recompute_cells, False
+        try:
+            yield
+        finally:
+            self.recompute_cells = saved
 
     def build_from_task(self) -> None:
         """Creates every variable by calling the network on one zero batch.
