@@ -149,14 +149,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     import tensorflow as tf
 
     stages.mark("import_tf")
-    if args.devices > 1:
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.devices)])
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    sb.apply_runtime(tf, args)
     if args.grappler:
         tf.config.optimizer.set_experimental_options(grappler_options(args.grappler))
     import dataclasses

@@ -211,6 +211,12 @@ def configure_tf(args: argparse.Namespace):
         os.environ["TF_XLA_FLAGS"] = "--tf_xla_auto_jit=2 --tf_xla_cpu_global_jit"
     import tensorflow as tf
 
+    apply_runtime(tf, args)
+    return tf
+
+
+def apply_runtime(tf, args: argparse.Namespace) -> None:
+    """Logical CPU devices and thread pools from `args` (before any TensorFlow op)."""
     if args.devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
@@ -219,7 +225,6 @@ def configure_tf(args: argparse.Namespace):
         tf.config.threading.set_intra_op_parallelism_threads(args.intra)
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    return tf
 
 
 def make_batches(tf, strategy, args: argparse.Namespace):

@@ -96,11 +96,12 @@ spread and logged; the data's fingerprint guards its content) and so not its fol
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+=-")
 
 
-def _flat(tree: Dict, prefix: str = "") -> Dict[str, object]:
+def flat_settings(tree: Dict, prefix: str = "") -> Dict[str, object]:
+    """A nested config dict as ``{"section.key": value}``."""
     out: Dict[str, object] = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_settings(value, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out
@@ -111,7 +112,7 @@ def config_changes(config, dataset: str, preset: str) -> Dict[str, object]:
     (leaving out `NAME_IGNORES`)."""
     base = build_config(dataset, preset, overrides=[f"data.data_dir={config.data.data_dir}"]
                         if config.data.data_dir else [])
-    ours, theirs = _flat(config.to_dict()), _flat(base.to_dict())
+    ours, theirs = flat_settings(config.to_dict()), flat_settings(base.to_dict())
     return {k: v for k, v in sorted(ours.items()) if theirs.get(k) != v
             and not any(k == i or (i.endswith(".") and k.startswith(i)) for i in NAME_IGNORES)}
 

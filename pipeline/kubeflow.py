@@ -157,16 +157,6 @@ def run_config(params: RunParameters, mount: str) -> Any:
                             absolute_data_dir=False)
 
 
-def _flat(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def _override_text(value: Any) -> str:
     """A config value as the override string that parses back to it."""
     if isinstance(value, bool):
@@ -178,7 +168,7 @@ def _override_text(value: Any) -> str:
 
 def _result_settings(config: Any) -> Dict[str, Any]:
     """``section.key -> value`` of `config` without the compile-only settings."""
-    return {k: v for k, v in _flat(config.to_dict()).items() if k not in _COMPILE_ONLY}
+    return {k: v for k, v in cli.flat_settings(config.to_dict()).items() if k not in _COMPILE_ONLY}
 
 
 def _data_dir_parameter(data_dir: str, mount: str) -> str:
