@@ -61,6 +61,15 @@ def test_record_and_files(retrained, fashion_small):
         assert os.path.exists(os.path.join(out, "eval", name)), name
 
 
+def test_evaluate_without_export_writes_the_same_record(retrained, fashion_small, tmp_path):
+    cfg, out, _, record = retrained
+    again = evaluation.evaluate_and_export(cfg, fashion_small, os.path.join(out, "train"), str(tmp_path),
+                                           export_model=False)
+    assert again["metrics"] == record["metrics"] and again["params"] == record["params"]
+    assert sorted(os.listdir(tmp_path)) == sorted([contract.METRICS_FILE, contract.CONFUSION_FILE,
+                                                   contract.GENOTYPE_FILE])
+
+
 RELOAD = """
 import json, sys, numpy as np
 from tfdarts import data as D, export

@@ -95,12 +95,15 @@ def _write_predictions(out_dir: str, spec: data_lib.DataSpec, out: np.ndarray, y
 def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir: str,
                         out_dir: str, search_seconds: Optional[float] = None,
                         name: str = "darts",
-                        search_cpu_seconds: Optional[float] = None) -> Dict[str, Any]:
-    """Evaluates a retrained model on the test split and exports it.
+                        search_cpu_seconds: Optional[float] = None,
+                        export_model: bool = True) -> Dict[str, Any]:
+    """Evaluates a retrained model on the test split and, unless told not to, exports it.
 
     Writes `contract.METRICS_FILE` (the result record), `contract.CONFUSION_FILE`
-    (classification) or `contract.PREDICTIONS_FILE` (regression), `contract.SAVED_MODEL_DIR` (with spec and genotype),
-    `contract.MODEL_FILE` and `contract.GENOTYPE_FILE` (cell networks) to `out_dir`.
+    (classification) or `contract.PREDICTIONS_FILE` (regression) and `contract.GENOTYPE_FILE`
+    (cell networks) to `out_dir`; with ``export_model`` also `contract.SAVED_MODEL_DIR` (with
+    spec and genotype) and `contract.MODEL_FILE`. A caller whose retrain folder already
+    holds the export (a pipeline's Model artifact) passes ``export_model=False``.
 
     Returns:
         The result record.
@@ -114,8 +117,9 @@ def evaluate_and_export(config: Config, data: data_lib.PreparedData, retrain_dir
     else:
         _write_predictions(out_dir, data.spec, out, y)
     genotype = model.architecture()
-    export.export_saved_model(model, data.spec, os.path.join(out_dir, contract.SAVED_MODEL_DIR), genotype)
-    export.save_model(model, os.path.join(out_dir, contract.MODEL_FILE))
+    if export_model:
+        export.export_saved_model(model, data.spec, os.path.join(out_dir, contract.SAVED_MODEL_DIR), genotype)
+        export.save_model(model, os.path.join(out_dir, contract.MODEL_FILE))
     if genotype is not None:
         fileio.write_json(os.path.join(out_dir, contract.GENOTYPE_FILE), genotype.to_dict())
     cost = {"search_seconds": search_seconds, "search_cpu_seconds": search_cpu_seconds,

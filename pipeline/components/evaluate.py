@@ -19,7 +19,8 @@ COST_KEYS = ("search_seconds", "search_cpu_seconds", "train_seconds", "train_cpu
 FILES = (contract.METRICS_FILE, contract.CONFUSION_FILE, contract.PREDICTIONS_FILE,
          contract.GENOTYPE_FILE)
 """What the evaluation artifact keeps of `tfdarts.evaluation.evaluate_and_export`'s folder
-(those present): the export and the Keras file are the Model artifact's."""
+(those present); the export and the Keras file are the Model artifact's, so evaluate makes
+neither."""
 SERVING_CHECK_EXAMPLES = 256
 """Test inputs served through the SavedModel to check it."""
 SERVING_TOLERANCE = 1e-3
@@ -85,7 +86,8 @@ def run(config: Config, inputs: Mapping[str, str], outputs: Mapping[str, str],
     record = evaluation.evaluate_and_export(config, data, inputs["model"], folder,
                                             search_seconds=search.get("seconds"),
                                             search_cpu_seconds=search.get("cpu_seconds"),
-                                            name="given" if given else "darts")
+                                            name="given" if given else "darts",
+                                            export_model=False)
     common.copy_files(folder, outputs["evaluation"],
                       [n for n in FILES if os.path.exists(os.path.join(folder, n))])
     props: Dict[str, Any] = {
