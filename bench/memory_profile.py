@@ -104,7 +104,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--search-option", action="append", default=[],
                    help="key=value set on SearchConfig (ints/floats/bools parsed)")
     p.add_argument("--recompute", action="store_true",
-                   help="recompute cell activations in the backward pass (recompute_cells)")
+                   help="recompute cell activations in the backward pass (search.recompute_cells)")
     p.add_argument("--label", default="")
     args = p.parse_args(argv)
     args.shape = tuple(int(s) for s in args.shape.split(","))
@@ -165,12 +165,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     stages.mark("strategy")
     task = Task(args.shape, args.classes)
     cfg = SearchConfig(cells=args.cells, channels=args.channels, nodes=args.nodes,
-                       batch_size=args.batch, order=args.order, seed=args.seed)
+                       batch_size=args.batch, order=args.order, seed=args.seed,
+                       recompute_cells=args.recompute)
     extra = dict(item.split("=", 1) for item in args.search_option)
     if extra:
         cfg = dataclasses.replace(cfg, **{k: _parse_value(v) for k, v in extra.items()})
     job = SearchJob(cfg, task, strategy)
-    job.model.recompute_cells = args.recompute
     batch = sb.make_batches(tf, strategy, args)
     stages.mark("supernet")
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfdarts import architect, hessian, steps
+from tfdarts import architect, hessian, steps, trainer
+from tfdarts import config as C
 from tfdarts.supernet import SearchNetwork
 from tfdarts.task import Task
 
@@ -83,3 +84,10 @@ def test_second_order_and_hessian_unchanged():
         hv = tf.function(lambda: hessian._replica_hvp(net, x, y, v))()
         results.append(list(unrolled) + list(hv))
     _close(results[1], results[0])
+
+
+def test_search_config_turns_it_on():
+    cfg = C.load_config(overrides=["search.cells=3", "search.channels=4", "search.nodes=1",
+                                   "search.recompute_cells=true"]).search
+    job = trainer.SearchJob(cfg, Task((12, 12, 1), 3), tf.distribute.get_strategy())
+    assert job.model.recompute_cells and not C.load_config().search.recompute_cells

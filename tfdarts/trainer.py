@@ -357,7 +357,8 @@ class SearchJob:
             self.model = SearchNetwork(task, cfg.cells, cfg.channels, cfg.nodes,
                                        cfg.stem_multiplier, cfg.primitives, cfg.seed,
                                        partial_channels=cfg.partial_channels,
-                                       aux_skip=cfg.aux_skip > 0, max_skips=cfg.max_skips)
+                                       aux_skip=cfg.aux_skip > 0, max_skips=cfg.max_skips,
+                                       recompute_cells=cfg.recompute_cells)
             self.model.build_from_task()
             self.w_opt = steps.build_optimizer(
                 keras.optimizers.SGD(cfg.w_lr, momentum=cfg.w_momentum), self.model.weight_variables)
