@@ -178,6 +178,18 @@ def test_drop_path_masks_follow_the_step_counter():
     np.testing.assert_array_equal(model(x, training=True)[0].numpy(), first[0].numpy())
 
 
+def test_no_drop_path_leaves_the_masks_out_and_changes_nothing():
+    task = Task((28, 28, 1), 10)
+    plain, ramped = _small(task, drop_path=0.0), _small(task, drop_path=0.2)
+    ramped.set_weights(plain.get_weights())
+    ramped.drop_prob.assign(0.0)
+    x = _batch(task)
+    np.testing.assert_array_equal(plain(x, training=True)[0].numpy(), ramped(x, training=True)[0].numpy())
+    types = {op.type for op in tf.function(lambda b: plain(b, training=True))
+             .get_concrete_function(x).graph.get_operations()}
+    assert not any("Random" in t for t in types), sorted(t for t in types if "Random" in t)
+
+
 def test_drop_prob_variable_and_ramp():
     model = _small(Task((28, 28, 1), 10))
     assert model.drop_path_rate == 0.2 and isinstance(model.auxiliary_weight, float)

@@ -45,14 +45,14 @@ def drop_path(x: tf.Tensor, drop_prob: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
             drops the same examples (a resumed run replays the same masks).
 
     Returns:
-        ``(B, H, W, C)``: ``x / keep * mask`` with a per-example Bernoulli(keep)
+        ``(B, H, W, C)``: ``x * (mask / keep)`` with a per-example Bernoulli(keep)
         mask of shape ``(B, 1, 1, 1)``, ``keep = 1 - drop_prob``. With
         ``drop_prob == 0`` the mask is all ones and `x` is returned unchanged.
     """
     keep = 1.0 - tf.cast(drop_prob, x.dtype)
     noise = tf.random.stateless_uniform([tf.shape(x)[0], 1, 1, 1], seed, dtype=x.dtype)
     mask = tf.floor(keep + noise)
-    return x / keep * mask
+    return x * (mask / keep)
 
 
 def _replica_id() -> tf.Tensor:
@@ -294,7 +294,8 @@ class Network(TaskModel):
             ``(last, auxiliary_input)``: the last cell's output ``(B, H', W', C')``
             and the output of cell `auxiliary_index`.
         """
-        drop_prob = tf.convert_to_tensor(self.drop_prob) if training else None
+        # without drop-path (rate 0) the masks would be all ones: leave them out of the graph
+        drop_prob = tf.convert_to_tensor(self.drop_prob) if training and self.drop_path_rate > 0 else None
         key = self._next_drop_key() if training else None
         s0 = s1 = self.stem_bn(self.stem_conv(x), training=training)
         aux_in = s1
