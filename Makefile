@@ -22,8 +22,12 @@ run: setup
 	  $(PY) -m pipeline.run --dataset fashion_mnist $(RUN_ARGS); \
 	fi
 
+# test files run on TEST_WORKERS processes (one per core here); a file stays on one worker,
+# so its module fixtures are built once
+TEST_WORKERS ?= 2
+
 test: setup
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

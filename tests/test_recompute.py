@@ -13,7 +13,7 @@ from tfdarts.task import Task
 
 def _net(recompute, **kwargs):
     keras.utils.set_random_seed(0)
-    net = SearchNetwork(Task((16, 16, 1), 3), cells=3, channels=8, nodes=2,
+    net = SearchNetwork(Task((16, 16, 1), 3), cells=3, channels=4, nodes=1,
                         recompute_cells=recompute, **kwargs)
     net.build_from_task()
     return net
