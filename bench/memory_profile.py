@@ -38,6 +38,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, ROOT)
 
+import search_step as sb  # noqa: E402  (the shared helpers: runtime flags, RSS, machine load)
+
 
 def proc_status() -> Dict[str, float]:
     """VmRSS and VmHWM of this process in MB."""
@@ -97,8 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="comma list of option=on|off for set_experimental_options, "
                         "e.g. remapping=off,layout_optimizer=off; 'all=off' disables "
                         "the meta optimizer")
-    p.add_argument("--intra", type=int, default=0)
-    p.add_argument("--inter", type=int, default=0)
+    sb.add_runtime_args(p)
     p.add_argument("--no-forward-trace", action="store_true",
                    help="skip the separate forward-only trace timing")
     p.add_argument("--search-option", action="append", default=[],
@@ -139,8 +140,6 @@ def graph_stats(concrete) -> Dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> Dict[str, Any]:
-    import search_step as sb
-
     stages = Stages()
     stages.mark("python")
     load = os.getloadavg()[0]
@@ -200,6 +199,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "config": {"cells": args.cells, "channels": args.channels, "batch": args.batch,
                    "shape": list(args.shape), "order": args.order, "devices": args.devices,
                    "grappler": args.grappler, "intra": args.intra, "inter": args.inter,
+                   "graph_optimization": args.graph_optimization,
                    "recompute": args.recompute,
                    "search_options": extra},
         "env": {k: os.environ[k] for k in ("MALLOC_ARENA_MAX", "LD_PRELOAD", "TF_ENABLE_ONEDNN_OPTS")

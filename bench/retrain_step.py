@@ -38,8 +38,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps after the first one")
     p.add_argument("--devices", type=int, default=1)
-    p.add_argument("--intra", type=int, default=0)
-    p.add_argument("--inter", type=int, default=0)
+    sb.add_runtime_args(p)
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--stages", action="store_true",
                    help="also time the forward pass alone and forward + backward without the update")
@@ -135,7 +134,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         "bench": "retrain_step", "status": "ok", "label": args.label,
         "config": {"cells": args.cells, "channels": args.channels, "batch": args.batch,
                    "shape": list(args.shape), "genotype": args.genotype, "auxiliary": args.auxiliary,
-                   "drop_path": args.drop_path, "devices": args.devices, "steps": args.steps},
+                   "drop_path": args.drop_path, "devices": args.devices, "steps": args.steps,
+                   "intra": args.intra, "inter": args.inter,
+                   "graph_optimization": args.graph_optimization},
         "build_s": round(build_s, 2), "trace_first_step_s": round(first_s, 2),
         "median_s_per_step": round(median, 4), "step_times_s": [round(x, 4) for x in times],
         "images_per_s": round(args.batch / median, 2), "cpu_s_per_step": round(cpu_util * median, 3),

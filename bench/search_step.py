@@ -9,7 +9,7 @@ timed steps (outputs fetched with ``.numpy()``, so timing is synchronous),
 peak RSS and parameter counts.
 
 Experiment switches (no library edits; they patch classes in this process
-only): ``--eager``, ``--jit [step|cell|mixedop|auto]``, ``--mixed``,
+only): ``--eager``, ``--jit [step|cell|auto]``,
 ``--bn``, ``--onednn``, ``--intra``/``--inter``, ``--devices``.
 
     .venv/bin/python bench/search_step.py --cells 5 --channels 8 --batch 32 --shape 28,28,1
@@ -47,19 +47,15 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--eager", action="store_true",
                    help="run job.replica_fn via strategy.run without tf.function")
     p.add_argument("--jit", nargs="?", const="step", default="none",
-                   choices=("none", "step", "cell", "mixedop", "auto"),
+                   choices=("none", "step", "cell", "auto"),
                    help="XLA: step = tf.function(jit_compile=True) on the whole step; "
-                        "cell / mixedop = jit_compile on each search cell / mixed edge; "
+                        "cell = jit_compile on each search cell; "
                         "auto = TF_XLA_FLAGS auto-clustering")
-    p.add_argument("--mixed", default="library", choices=("library", "add_n", "stack", "sum"),
-                   help="mixed-edge sum: library code, tf.add_n, stack + weighted reduce_sum, "
-                        "or a Python sum")
     p.add_argument("--bn", default="library", choices=("library", "moments"),
                    help="moments = tf.nn.moments + batch_normalization instead of the fused kernel")
     p.add_argument("--onednn", default=None, choices=("0", "1"),
                    help="set TF_ENABLE_ONEDNN_OPTS before importing TensorFlow")
-    p.add_argument("--intra", type=int, default=0, help="intra-op threads (0 = TF default)")
-    p.add_argument("--inter", type=int, default=0, help="inter-op threads (0 = TF default)")
+    add_runtime_args(p)
     p.add_argument("--seed", type=int, default=2)
     p.add_argument("--malloc", default="glibc", choices=("glibc", "jemalloc", "tcmalloc"),
                    help="allocator: jemalloc / tcmalloc run the benchmark in a child process "
@@ -85,7 +81,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def config_record(args: argparse.Namespace) -> Dict[str, Any]:
     keys = ("cells", "channels", "batch", "order", "classes", "nodes", "steps", "warmup",
-            "devices", "eager", "jit", "mixed", "bn", "onednn", "intra", "inter", "seed", "malloc")
+            "devices", "eager", "jit", "bn", "onednn", "intra", "inter", "graph_optimization",
+            "seed", "malloc")
     out = {k: getattr(args, k) for k in keys}
     out["shape"] = list(args.shape)
     return out
@@ -148,25 +145,6 @@ def patch_library(args: argparse.Namespace) -> None:
     import tensorflow as tf
     from tfdarts import ops, supernet
 
-    if args.mixed != "library":
-        kind = args.mixed
-
-        def mixed_call(self, x, weights, training=False):
-            if not self.candidates:
-                return tf.zeros_like(x[:, ::self.strides, ::self.strides, :])
-            outs = [op(x, training=training) for op in self.candidates]
-            if kind == "add_n":
-                return tf.add_n([weights[k] * o for k, o in zip(self.active, outs)])
-            if kind == "sum":
-                total = weights[self.active[0]] * outs[0]
-                for k, o in zip(self.active[1:], outs[1:]):
-                    total = total + weights[k] * o
-                return total
-            w = tf.gather(weights, self.active)
-            return tf.reduce_sum(tf.stack(outs, axis=0) * w[:, None, None, None, None], axis=0)
-
-        supernet.MixedOp.call = mixed_call
-
     if args.bn == "moments":
         def moments_bn(x, scale, offset):
             mean, var = tf.nn.moments(x, axes=[0, 1, 2])
@@ -179,25 +157,15 @@ def patch_library(args: argparse.Namespace) -> None:
     if args.jit == "cell":
         cell_call = supernet.SearchCell.call
 
-        def jit_cell_call(self, s0, s1, weights, training=False):
+        def jit_cell_call(self, s0, s1, weights, training=False, **kwargs):
             if not _JIT_ACTIVE:
-                return cell_call(self, s0, s1, weights, training=training)
-            fn = _jitted(lambda a, b, w: cell_call(self, a, b, w, training=training), self,
+                return cell_call(self, s0, s1, weights, training=training, **kwargs)
+            fn = _jitted(lambda a, b, w: cell_call(self, a, b, w, training=training, **kwargs), self,
                          bool(training))
             return fn(s0, s1, weights)
 
         supernet.SearchCell.call = jit_cell_call
 
-    if args.jit == "mixedop":
-        mixed = supernet.MixedOp.call
-
-        def jit_mixed_call(self, x, weights, training=False):
-            if not _JIT_ACTIVE:
-                return mixed(self, x, weights, training=training)
-            fn = _jitted(lambda a, w: mixed(self, a, w, training=training), self, bool(training))
-            return fn(x, weights)
-
-        supernet.MixedOp.call = jit_mixed_call
 
 
 # --------------------------------------------------------------------------------- the benchmark
@@ -215,16 +183,31 @@ def configure_tf(args: argparse.Namespace):
     return tf
 
 
+def add_runtime_args(p: argparse.ArgumentParser) -> None:
+    """The ``runtime.*`` settings of the library as flags (the same defaults)."""
+    p.add_argument("--intra", type=int, default=0,
+                   help="runtime.intra_op_threads (0 = TF default; the cpu preset uses 1)")
+    p.add_argument("--inter", type=int, default=0, help="runtime.inter_op_threads (0 = TF default)")
+    p.add_argument("--graph-optimization", default="auto", choices=("auto", "on", "off"),
+                   help="runtime.graph_optimization (auto = off without GPUs, as in search/retrain)")
+
+
 def apply_runtime(tf, args: argparse.Namespace) -> None:
-    """Logical CPU devices and thread pools from `args` (before any TensorFlow op)."""
+    """Logical CPU devices, thread pools and graph optimisation from `args`, as the
+    library's search and retrain apply them (before any TensorFlow op)."""
+    from tfdarts import runtime
+    from tfdarts.config import RuntimeConfig
+
     if args.devices > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(
             cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(args.devices)])
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    cfg = RuntimeConfig(intra_op_threads=args.intra, inter_op_threads=args.inter,
+                        graph_optimization=args.graph_optimization)
+    runtime.apply_threads(cfg)
+    # the benchmark process runs nothing else: set for the whole process
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": not runtime.graph_optimization_on(cfg)})
 
 
 def make_batches(tf, strategy, args: argparse.Namespace):

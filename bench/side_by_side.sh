@@ -12,10 +12,15 @@ OUT=${OUT:-bench/out/side_by_side.jsonl}
 HARNESS=${HARNESS:-../shared/reference/ptdarts}
 mkdir -p "$(dirname "$OUT")"
 
+# tfdarts runs with the cpu preset's runtime settings (runtime.intra_op_threads=1; graph
+# optimisation auto, i.e. off on a CPU host); TF_RUNTIME overrides them
+TF_RUNTIME=${TF_RUNTIME:---intra 1}
+
 tf_search() {  # cells channels batch hw cin order steps [extra...]
   local c=$1 ch=$2 b=$3 hw=$4 cin=$5 o=$6 s=$7; shift 7
+  # shellcheck disable=SC2086
   "$PY" bench/search_step.py --cells "$c" --channels "$ch" --batch "$b" --shape "$hw,$hw,$cin" \
-    --order "$o" --steps "$s" "$@" | grep '^{' >> "$OUT"
+    --order "$o" --steps "$s" $TF_RUNTIME "$@" | grep '^{' >> "$OUT"
 }
 
 port_search() {  # cells channels batch hw cin order steps
@@ -37,8 +42,9 @@ paper2() { pair 8 16 64 32 3 2 3; }
 
 retrain() {
   for _ in 1 2; do
+    # shellcheck disable=SC2086
     "$PY" bench/retrain_step.py --cells 8 --channels 16 --batch 64 --shape 28,28,1 --steps 5 \
-      | grep '^{' >> "$OUT"
+      $TF_RUNTIME | grep '^{' >> "$OUT"
     "$TORCH_PY" "$HARNESS/ptdarts_retrain_step.py" "$PORT" --layers 8 --channels 16 --batch 64 \
       --hw 28 --cin 1 --steps 5 --threads 2 | grep '^{' >> "$OUT"
   done

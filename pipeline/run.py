@@ -216,6 +216,9 @@ def main(argv: List[str]) -> int:
         FLAGS.dataset, FLAGS.preset, cli.config_changes(config, FLAGS.dataset, FLAGS.preset), extra)))
     cli.quiet_libraries(import_tensorflow=True)
     from tfdarts import baselines as baselines_lib
+    from tfdarts import runtime
+
+    runtime.apply_threads(config.runtime)  # before the process's first TensorFlow op
 
     try:
         baselines_lib.check_include(config)

@@ -456,6 +456,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cli.quiet_libraries(import_tensorflow=True)
     cli.configure_logging(None)
     from pipeline.components import common
+    from tfdarts import runtime
+
+    runtime.apply_threads(common.config_from_json(args.config_json).runtime)
 
     work_dir = _work_dir(step.name, args, inputs)
     try:

@@ -63,6 +63,7 @@ def test_config_is_frozen():
     ("data.test_fraction=1", "(0, 1)"), ("search.alpha_beta2=1", "[0, 1)"),
     ("baselines.random_samples=0", ">= 1"), ("runtime.log_every=-5", ">= 0"),
     ("search.partial_channels=3", "divide search.channels"), ("search.warmup_epochs=50", "0 .. search.epochs"),
+    ("runtime.intra_op_threads=-1", ">= 0"), ("runtime.graph_optimization=maybe", "auto, on, off"),
 ])
 def test_out_of_range_values_name_key_value_and_range(override, allowed):
     key, value = override.split("=")

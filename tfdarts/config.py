@@ -135,6 +135,15 @@ class RuntimeConfig:
     # hosts of TF_CONFIG (every worker runs the same command; the chief writes the files)
     strategy: str = "mirrored"
     log_every: int = 50  # steps between progress lines within an epoch (0 = epoch lines only)
+    # TensorFlow's thread pools (0 = TensorFlow's choice: every core for each op, as many
+    # ops at once as cores). One thread per op, ops side by side, was 1.15-1.55x faster on
+    # 2 cores (bench/README.md); the cpu and tiny presets set intra_op_threads=1. Applied
+    # when the process starts its first TensorFlow work (later: logged, not applied).
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    # grappler's graph passes on the search and retrain graphs: on, off, or auto (off on a
+    # host without GPUs, where they cost most of a first step and bought no speed)
+    graph_optimization: str = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,6 +313,9 @@ def validate(config: Config) -> None:
     _validate_remedies(s)
     _raise_first([(config.runtime.strategy in STRATEGIES,
                    f"runtime.strategy={config.runtime.strategy!r}; use {' or '.join(STRATEGIES)}"),
+                  (config.runtime.graph_optimization in GRAPH_OPTIMIZATION,
+                   f"runtime.graph_optimization={config.runtime.graph_optimization!r}; "
+                   f"use {', '.join(GRAPH_OPTIMIZATION)}"),
                   (config.baselines.random_budget_clock in CLOCKS,
                    f"baselines.random_budget_clock={config.baselines.random_budget_clock!r}; "
                    f"use {' or '.join(CLOCKS)}")])
@@ -317,6 +329,7 @@ EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
 COLORS: Tuple[str, ...] = ("auto", "gray", "rgb")
 STRATEGIES: Tuple[str, ...] = ("mirrored", "multi_worker")
 CLOCKS: Tuple[str, ...] = ("wall", "cpu")
+GRAPH_OPTIMIZATION: Tuple[str, ...] = ("auto", "on", "off")
 
 
 def _validate_remedies(s: SearchConfig) -> None:
@@ -385,7 +398,8 @@ RANGES: Dict[str, Dict[str, Tuple[Any, Any, bool, bool]]] = {
                 "auxiliary_weight": _AT_LEAST_0, "eval_every": _AT_LEAST_0, "seed": _AT_LEAST_0},
     "baselines": {"random_samples": _AT_LEAST_1, "random_epochs": _AT_LEAST_1,
                   "resnet_epochs": _AT_LEAST_0, "random_budget_seconds": _AT_LEAST_0},
-    "runtime": {"devices": _AT_LEAST_0, "log_every": _AT_LEAST_0},
+    "runtime": {"devices": _AT_LEAST_0, "log_every": _AT_LEAST_0, "intra_op_threads": _AT_LEAST_0,
+                "inter_op_threads": _AT_LEAST_0},
 }
 """Allowed interval of every numeric field, by section (checked by `validate`)."""
 

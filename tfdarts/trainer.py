@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdarts import contract, evaluation, export, fileio, metrics, steps, summaries
+from tfdarts import contract, evaluation, export, fileio, metrics, runtime, steps, summaries
 from tfdarts import data as data_lib
 from tfdarts.architect import Architect
 from tfdarts.config import Config, RetrainConfig, SearchConfig
@@ -538,6 +538,13 @@ def search(config: Config, data: data_lib.PreparedData, out_dir: str,
         The final genotype, history and timing.
     """
     show_progress()
+    runtime.apply_threads(config.runtime)
+    with runtime.graph_optimization(config.runtime):
+        return _search(config, data, out_dir, strategy)
+
+
+def _search(config: Config, data: data_lib.PreparedData, out_dir: str,
+            strategy: Optional[tf.distribute.Strategy]) -> SearchResult:
     cfg = config.search
     strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
     role = worker_role(strategy)
@@ -665,6 +672,13 @@ def retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_
         The trained model, its history and timing.
     """
     show_progress()
+    runtime.apply_threads(config.runtime)
+    with runtime.graph_optimization(config.runtime):
+        return _retrain(config, data, model_fn, out_dir, name, epochs, strategy)
+
+
+def _retrain(config: Config, data: data_lib.PreparedData, model_fn: ModelFn, out_dir: str,
+             name: str, epochs: int, strategy: Optional[tf.distribute.Strategy]) -> RetrainResult:
     cfg = dataclasses.replace(config.retrain, epochs=epochs) if epochs else config.retrain
     strategy = strategy or make_strategy(config.runtime.devices, config.runtime.strategy)
     role = worker_role(strategy)
