@@ -79,7 +79,7 @@ def _search_step(order: int, strategy):
     (``lr * g / |g|``) would hide a wrongly scaled hypergradient.
 
     Returns:
-        ``(summed stats, variables before, variables after, alpha steps)``.
+        ``(summed stats, weights before, weights after, alpha steps)``.
     """
     cfg = C.load_config(overrides=TINY + [f"search.order={order}", "search.w_lr=0.1"]).search
     job = trainer.SearchJob(cfg, Task((12, 12, 1), 3), strategy)
@@ -88,11 +88,12 @@ def _search_step(order: int, strategy):
         job.a_rule = dataclasses.replace(
             job.a_rule, optimizer=steps.build_optimizer(keras.optimizers.SGD(ALPHA_LR), alphas))
     batch = _distributed(strategy, (_repeated(0), _repeated(1)))
-    before = [v.numpy() for v in job.model.trainable_variables]
+    weights = job.model.weight_variables  # the alphas are compared by their steps
+    before = [v.numpy() for v in weights]
     alphas_before = [a.numpy() for a in alphas]
     stats = {g: {k: v.numpy() for k, v in s.items()} for g, s in job.step(batch).items()}
     alpha_steps = [a.numpy() - b for a, b in zip(alphas, alphas_before)]
-    return stats, before, [v.numpy() for v in job.model.trainable_variables], alpha_steps
+    return stats, before, [v.numpy() for v in weights], alpha_steps
 
 
 def _retrain_step(strategy):

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import FASHION_DIR
+from edges import reference_op
 
 from tfdarts import config as C
-from tfdarts import contract, hessian, trainer
+from tfdarts import contract, hessian, ops, trainer
 from tfdarts import data as D
 from tfdarts.genotype import PRIMITIVES, edge_index, num_edges, parse_alphas
-from tfdarts.supernet import MixedOp, SearchNetwork, channel_shuffle, edge_softmax
+from tfdarts.supernet import EdgeGroup, SearchNetwork, channel_shuffle, edge_softmax
 from tfdarts.task import Task
 
 TASK = Task((12, 12, 1), 3)
@@ -24,20 +25,39 @@ TASK = Task((12, 12, 1), 3)
 
 
 @pytest.mark.parametrize("strides", [1, 2])
-def test_one_hot_mixed_op_with_aux_skip_at_zero_equals_the_op(strides):
+def test_one_hot_edges_with_aux_skip_at_zero_equal_the_op(strides):
     x = tf.random.normal((2, 9, 10, 4))
     k = PRIMITIVES.index("sep_conv_3x3")
-    mixed = MixedOp(4, strides, PRIMITIVES, name="edge", aux_skip=True)
-    out = mixed(x, tf.one_hot(k, len(PRIMITIVES)), training=True, aux_weight=tf.constant(0.0))
-    op = mixed.candidates[mixed.active.index(k)]
-    np.testing.assert_allclose(out.numpy(), op(x, training=True).numpy(), rtol=1e-6, atol=1e-6)
+    group = EdgeGroup(4, strides, 2, PRIMITIVES, name="group", aux_skip=True)
+    out = group(x, tf.one_hot([k, k], len(PRIMITIVES)), training=True, aux_weight=tf.constant(0.0))
+    for t in range(2):
+        np.testing.assert_allclose(out[..., t, :].numpy(), reference_op(group, k, t, x)(x, training=True).numpy(),
+                                   rtol=1e-6, atol=1e-6)
 
 
 def test_aux_skip_adds_the_scaled_input_on_stride_one_edges():
     x = tf.random.normal((2, 8, 8, 4))
-    mixed = MixedOp(4, 1, ("none", "sep_conv_3x3"), name="edge", aux_skip=True)
-    out = mixed(x, tf.constant([1.0, 0.0]), training=True, aux_weight=tf.constant(0.7))
-    np.testing.assert_allclose(out.numpy(), 0.7 * x.numpy(), rtol=1e-6, atol=1e-6)
+    group = EdgeGroup(4, 1, 2, ("none", "sep_conv_3x3"), name="group", aux_skip=True)
+    out = group(x, tf.constant([[1.0, 0.0]] * 2), training=True, aux_weight=tf.constant(0.7))
+    for t in range(2):
+        np.testing.assert_allclose(out[..., t, :].numpy(), 0.7 * x.numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_aux_skip_on_stride_two_edges_is_each_edges_factorized_reduce():
+    x = tf.random.normal((2, 9, 9, 4))
+    group = EdgeGroup(4, 2, 3, ("none", "skip_connect"), name="group", aux_skip=True)
+    edge_weights = tf.constant([0.2, 0.5, 0.3])
+    out = group(x, tf.constant([[1.0, 0.0]] * 3), training=True, edge_weights=edge_weights,
+                aux_weight=tf.constant(0.5)).numpy()
+    for t in range(3):  # the aux path's kernels are laid out as a skip_connect branch's
+        aux = group.aux
+        reference = ops.FactorizedReduce(4, False, name=f"aux_{t}", track_stats=False)
+        reference(x, training=True)
+        h = aux.half
+        reference.conv_a.kernel.assign(aux.conv_a.kernel.numpy()[..., t * h:(t + 1) * h])
+        reference.conv_b.kernel.assign(aux.conv_b.kernel.numpy()[..., t * (4 - h):(t + 1) * (4 - h)])
+        expected = 0.5 * float(edge_weights[t]) * reference(x, training=True).numpy()
+        np.testing.assert_allclose(out[..., t, :], expected, rtol=1e-5, atol=1e-5)
 
 
 # --- partial channels and edge normalisation (PC-DARTS) -----------------------------------
@@ -62,14 +82,27 @@ def test_channel_shuffle_interleaves_groups():
 
 
 @pytest.mark.parametrize("strides", [1, 2])
-def test_partial_mixed_op_keeps_shape_and_bypasses_channels(strides):
+def test_partial_edges_keep_shape_and_bypass_channels(strides):
     x = tf.random.normal((2, 9, 9, 8))
-    mixed = MixedOp(8, strides, ("none", "skip_connect"), name="edge", partial_channels=4)
-    out = mixed(x, tf.constant([1.0, 0.0]), training=True)  # candidates give zeros
-    assert tuple(out.shape) == (2, 5 if strides == 2 else 9, 5 if strides == 2 else 9, 8)
+    group = EdgeGroup(8, strides, 2, ("none", "skip_connect"), name="group", partial_channels=4)
+    out = group(x, tf.constant([[1.0, 0.0]] * 2), training=True)  # candidates give zeros
+    size = 5 if strides == 2 else 9
+    assert tuple(out.shape) == (2, size, size, 2, 8)
     bypassed = x[..., 2:] if strides == 1 else tf.nn.max_pool2d(x[..., 2:], 2, 2, "SAME")
     expected = channel_shuffle(tf.concat([tf.zeros_like(bypassed[..., :2]), bypassed], -1), 4)
-    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-6)
+    for t in range(2):
+        np.testing.assert_allclose(out[..., t, :].numpy(), expected.numpy(), rtol=1e-6)
+
+
+def test_partial_edges_scale_by_their_edge_weights():
+    """With edge normalisation each edge's whole term (mixed and bypassed channels) is scaled."""
+    x = tf.random.normal((2, 6, 6, 8))
+    group = EdgeGroup(8, 1, 2, PRIMITIVES, name="group", partial_channels=2)
+    weights = tf.nn.softmax(tf.random.normal((2, len(PRIMITIVES))), axis=-1)
+    plain = group(x, weights, training=True).numpy()
+    scaled = group(x, weights, training=True, edge_weights=tf.constant([0.25, 2.0])).numpy()
+    np.testing.assert_allclose(scaled[..., 0, :], 0.25 * plain[..., 0, :], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scaled[..., 1, :], 2.0 * plain[..., 1, :], rtol=1e-5, atol=1e-6)
 
 
 def test_edge_weights_are_a_softmax_per_node_and_enter_the_genotype():

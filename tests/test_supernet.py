@@ -1,30 +1,85 @@
-"""Supernet: mixed op semantics, variable ownership, sizing from the task."""
+"""Supernet: grouped edges compute DARTS' mixed op, variable ownership, sizing from the task."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
+from edges import reference_op
 
+from tfdarts import ops
 from tfdarts.genotype import PRIMITIVES, num_edges
 from tfdarts.space import reduction_layers
-from tfdarts.supernet import MixedOp, SearchNetwork
+from tfdarts.supernet import DENSE_POINTWISE_MAX, EdgeGroup, SearchCell, SearchNetwork, mix_edges
 from tfdarts.task import Task
 
+# (channels, targets): one edge; blocks run as one dense 1x1 conv; blocks run one by one
+SHAPES = [(4, 1), (4, 3), (80, 3)]
+assert 80 * 3 > DENSE_POINTWISE_MAX >= 4 * 3
 
+
+@pytest.mark.parametrize("channels, targets", SHAPES)
 @pytest.mark.parametrize("strides", [1, 2])
 @pytest.mark.parametrize("chosen", [p for p in PRIMITIVES if p != "none"])
-def test_one_hot_mixed_op_equals_chosen_op(chosen, strides):
-    mixed = MixedOp(4, strides, PRIMITIVES, name="edge")
-    x = tf.random.normal((2, 10, 9, 4))
-    weights = tf.one_hot(PRIMITIVES.index(chosen), len(PRIMITIVES))
-    out = mixed(x, weights, training=True)
-    op = mixed.candidates[mixed.active.index(PRIMITIVES.index(chosen))]
-    np.testing.assert_allclose(out.numpy(), op(x, training=True).numpy(), rtol=1e-6, atol=1e-6)
+def test_one_hot_edges_equal_the_chosen_op(chosen, strides, channels, targets):
+    """Every edge of a group, with all weight on one op, is the paper's op with that edge's weights."""
+    group = EdgeGroup(channels, strides, targets, PRIMITIVES, name="group")
+    x = tf.random.normal((2, 10, 9, channels))
+    k = PRIMITIVES.index(chosen)
+    out = group(x, tf.one_hot([k] * targets, len(PRIMITIVES)), training=True).numpy()
+    assert out.shape == ((2, 5, 5) if strides == 2 else (2, 10, 9)) + (targets, channels)
+    for t in range(targets):
+        expected = reference_op(group, k, t, x)(x, training=True).numpy()
+        np.testing.assert_allclose(out[..., t, :], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_edges_mix_with_their_own_weights():
+    """Edge t is sum_o w[t, o] * o_t(x): weights differ per edge and per op."""
+    group = EdgeGroup(4, 1, 3, PRIMITIVES, name="group")
+    x = tf.random.normal((2, 8, 8, 4))
+    weights = tf.nn.softmax(tf.random.normal((3, len(PRIMITIVES))), axis=-1)
+    out = group(x, weights, training=True).numpy()
+    for t in range(3):
+        expected = sum(float(weights[t, k]) * reference_op(group, k, t, x)(x, training=True).numpy()
+                       for k in group.active)
+        np.testing.assert_allclose(out[..., t, :], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_one_hot_none_gives_zeros():
-    mixed = MixedOp(4, 2, PRIMITIVES, name="edge")
-    out = mixed(tf.random.normal((2, 10, 10, 4)), tf.one_hot(0, len(PRIMITIVES)), training=True)
-    assert tuple(out.shape) == (2, 5, 5, 4) and not np.any(out.numpy())
+    group = EdgeGroup(4, 2, 2, PRIMITIVES, name="group")
+    out = group(tf.random.normal((2, 10, 10, 4)), tf.one_hot([0, 0], len(PRIMITIVES)), training=True)
+    assert tuple(out.shape) == (2, 5, 5, 2, 4) and not np.any(out.numpy())
+
+
+def test_ops_without_a_grouped_form_get_a_layer_per_edge():
+    name = "conv_3x3_own"
+    ops.register_op(name)(lambda c, s, affine, n: ops.relu_conv_bn(c, 3, s, 1, affine, n))
+    try:
+        group = EdgeGroup(4, 2, 3, ("none", name), name="group")
+        x = tf.random.normal((2, 8, 8, 4))
+        out = group(x, tf.constant([[0.0, 1.0]] * 3), training=True).numpy()
+        for t in range(3):
+            np.testing.assert_allclose(out[..., t, :], reference_op(group, 1, t, x)(x, training=True).numpy(),
+                                       rtol=1e-6, atol=1e-6)
+    finally:
+        ops.unregister_op(name)
+
+
+def test_cell_sums_each_nodes_edges():
+    """Node i of a cell is the sum of its i + 2 edges, each read from its own group."""
+    cell = SearchCell(4, False, False, 3, PRIMITIVES, name="cell")
+    s0, s1 = tf.random.normal((2, 6, 6, 4)), tf.random.normal((2, 6, 6, 4))
+    weights = tf.nn.softmax(tf.random.normal((num_edges(3), len(PRIMITIVES))), axis=-1)
+    out = cell(s0, s1, weights, training=True).numpy()
+    states = [cell.pre0(s0, training=True), cell.pre1(s1, training=True)]
+    for node in range(3):
+        total = 0
+        for src in range(node + 2):
+            group = cell.groups[src]
+            t = cell.targets(src).index(node)
+            edge = sum(i + 2 for i in range(node)) + src
+            total += sum(float(weights[edge, k]) * reference_op(group, k, t, states[src])(states[src], training=True)
+                         for k in group.active)
+        states.append(total)
+        np.testing.assert_allclose(out[..., node * 4:(node + 1) * 4], total.numpy(), rtol=1e-4, atol=1e-4)
 
 
 def _net(task, **kw):
@@ -76,3 +131,28 @@ def test_export_probs_and_alpha_init():
 def test_unknown_primitive_fails():
     with pytest.raises(KeyError, match="known ops"):
         SearchNetwork(Task((8, 8, 1), 2), primitives=("none", "conv_9x9"))
+
+
+def test_edge_mixing_gradients_match_autodiff_to_second_order():
+    """Per-edge and shared (broadcast) outputs, one column unused."""
+    ys = [tf.random.normal((2, 4, 5, 3, 6), dtype=tf.float64), tf.random.normal((2, 4, 5, 1, 6), dtype=tf.float64)]
+    w = tf.random.normal((3, 3), dtype=tf.float64)
+    g = tf.random.normal((2, 4, 5, 3, 6), dtype=tf.float64)
+    columns = [2, 0]
+
+    def reference(outputs, weights, cols):
+        return sum(y * weights[:, k:k + 1] for y, k in zip(outputs, cols))
+
+    def grads(fn):
+        with tf.GradientTape(persistent=True) as outer:
+            outer.watch([w] + ys)
+            with tf.GradientTape() as inner:
+                inner.watch([w] + ys)
+                out = fn(ys, w, columns)
+                loss = tf.reduce_sum(out * g) + tf.reduce_sum(out ** 2)
+            first = inner.gradient(loss, [w] + ys)
+            total = sum(tf.reduce_sum(f ** 2) for f in first)
+        return first + outer.gradient(total, [w] + ys)
+
+    for mine, expected in zip(grads(mix_edges), grads(reference)):
+        np.testing.assert_allclose(mine.numpy(), expected.numpy(), rtol=1e-10)

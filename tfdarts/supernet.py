@@ -11,32 +11,263 @@ import tensorflow as tf
 from keras.src.backend.common.stateless_scope import in_stateless_scope
 
 from tfdarts import ops, space
-from tfdarts.genotype import NONE, PRIMITIVES, Genotype, num_edges, parse_alphas
+from tfdarts.genotype import NONE, PRIMITIVES, Genotype, edge_index, num_edges, parse_alphas
 from tfdarts.model import TaskModel
 from tfdarts.task import Task
 
 
 def channel_shuffle(x: tf.Tensor, groups: int) -> tf.Tensor:
-    """Interleaves `groups` equal channel groups: ``(B, H, W, C) -> (B, H, W, C)``.
+    """Interleaves `groups` equal groups of the last axis: ``(..., C) -> (..., C)``.
 
     Channel ``g * (C / groups) + i`` moves to ``i * groups + g``, as in ShuffleNet
     and PC-DARTS, so the channels that bypassed an edge take part in the next one.
     """
     if groups == 1:
         return x
-    shape = tf.shape(x)
-    channels = x.shape[-1]
-    y = tf.reshape(x, [shape[0], shape[1], shape[2], groups, channels // groups])
-    y = tf.transpose(y, [0, 1, 2, 4, 3])
-    return tf.reshape(y, [shape[0], shape[1], shape[2], channels])
+    shape, channels, rank = tf.shape(x), x.shape[-1], len(x.shape)
+    y = tf.reshape(x, tf.concat([shape[:-1], [groups, channels // groups]], axis=0))
+    y = tf.transpose(y, list(range(rank - 1)) + [rank, rank - 1])
+    return tf.reshape(y, shape)
 
 
-class MixedOp(ops.Composite):
-    """A mixed edge: ``sum_o w_o * o(x)`` over the candidate ops.
+DENSE_POINTWISE_MAX = 192
+"""Widest ``targets * channels`` at which `GroupedPointwise` runs its blocks as one dense
+1x1 conv (zeros off the diagonal blocks). Measured on a 2-core AVX-512 CPU: the dense
+conv beat one conv per block at 64 and 128 channels, lost from 256 (bench/README.md)."""
 
-    ``none`` contributes zeros, so it is left out of the sum (the softmax still
-    runs over all ops). Ops declared with ``search_bn`` (the pools) are followed
-    by a non-affine BN, as in DARTS.
+
+class GroupedPointwise(keras.layers.Layer):
+    """The 1x1 convs of `targets` edges at once, each ``C -> C`` with its own kernel.
+
+    Input channels are ordered ``(c, t)`` (``interleaved``, as a depthwise conv with
+    multiplier ``targets`` gives them) or ``(t, c)``; outputs are ``(t, d)``.
+
+    Args:
+        targets: Edges (blocks).
+        channels: C, per edge.
+        interleaved: Input order ``(c, t)`` instead of ``(t, c)``.
+        name: Layer name.
+    """
+
+    def __init__(self, targets: int, channels: int, interleaved: bool, name: Optional[str] = None,
+                 **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.targets, self.channels, self.interleaved = targets, channels, interleaved
+
+    def build(self, input_shape) -> None:
+        # He init per block: fan_in C (Keras would count targets * C for this shape)
+        init = keras.initializers.VarianceScaling(2.0 * self.targets, "fan_in", "truncated_normal")
+        self.kernel = self.add_weight(shape=(self.targets, self.channels, self.channels),
+                                      initializer=init, name="kernel")
+
+    def call(self, x: tf.Tensor) -> tf.Tensor:
+        """``(B, H, W, T * C) -> (B, H, W, T * C)``."""
+        t, c = self.targets, self.channels
+        kernel = self.kernel.value
+        if t == 1:
+            return tf.nn.conv2d(x, tf.reshape(kernel, [1, 1, c, c]), 1, "VALID")
+        if t * c <= DENSE_POINTWISE_MAX:
+            return tf.nn.conv2d(x, self._dense(kernel), 1, "VALID")
+        if self.interleaved:
+            x = _reshape(tf.transpose(_reshape(x, [c, t]), [0, 1, 2, 4, 3]), [t * c])
+        blocks = tf.split(x, t, axis=-1)
+        per_target = tf.unstack(tf.reshape(kernel, [t, 1, 1, c, c]))
+        return tf.concat([tf.nn.conv2d(b, k, 1, "VALID") for b, k in zip(blocks, per_target)], axis=-1)
+
+    def _dense(self, kernel: tf.Tensor) -> tf.Tensor:
+        """The ``(1, 1, T * C, T * C)`` kernel with the blocks on its diagonal."""
+        t, c = self.targets, self.channels
+        eye = np.eye(t, dtype=kernel.dtype.as_numpy_dtype)
+        if self.interleaved:  # rows (c, t), columns (u, d): W[t, c, d] where t == u
+            dense = tf.reshape(tf.transpose(kernel, [1, 0, 2]), [c, t, 1, c]) * eye[None, :, :, None]
+        else:  # rows (t, c), columns (u, d)
+            dense = tf.reshape(kernel, [t, c, 1, c]) * eye[:, None, :, None]
+        return tf.reshape(dense, [1, 1, t * c, t * c])
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "targets": self.targets, "channels": self.channels,
+                "interleaved": self.interleaved}
+
+
+def mix_edges(outputs: Sequence[tf.Tensor], weights: tf.Tensor,
+              columns: Optional[Sequence[int]] = None) -> tf.Tensor:
+    """``sum_i outputs[i] * weights[:, columns[i]]`` for every edge of a group.
+
+    Autodiff of the products would reduce ``g * y`` over the axes around the edge axis
+    in one pass, which TensorFlow's CPU kernels do about 6x slower than over the
+    channel axis first and then the rest; this gradient does the latter, in one
+    custom gradient per group (it is itself differentiable, for the alpha Hessian).
+
+    Args:
+        outputs: ``(B, H, W, T, C)`` per-edge outputs, or ``(B, H, W, 1, C)`` ones
+            shared by the edges.
+        weights: ``(T, K)``: edge t's weight of each output's column.
+        columns: The column of each output (default: 0, 1, ...).
+
+    Returns:
+        ``(B, H, W, T, C)``.
+    """
+    columns = list(range(len(outputs))) if columns is None else list(columns)
+
+    @tf.custom_gradient
+    def mix(w: tf.Tensor, *ys: tf.Tensor):
+        cols = tf.unstack(tf.reshape(w, [w.shape[0], w.shape[1], 1]), axis=1)  # (T, 1) each
+        out = tf.add_n([y * cols[k] for k, y in zip(columns, ys)])
+
+        def grad(g: tf.Tensor):
+            g_ys, g_cols = [], [None] * len(cols)
+            for k, y in zip(columns, ys):
+                g_y = g * cols[k]
+                if y.shape[-2] == 1 and g.shape[-2] != 1:  # y was broadcast over the edges
+                    g_y = tf.reduce_sum(g_y, axis=-2, keepdims=True)
+                g_ys.append(g_y)
+                g_cols[k] = tf.reduce_sum(tf.reduce_sum(g * y, axis=-1), axis=[0, 1, 2])
+            zeros = tf.zeros_like(g_cols[columns[0]])
+            g_w = tf.stack([zeros if c is None else c for c in g_cols], axis=1)
+            return [g_w] + g_ys
+
+        return out, grad
+
+    return mix(weights, *outputs)
+
+
+def _reshape(x: tf.Tensor, last: Sequence[int], keep: int = 3) -> tf.Tensor:
+    """Keeps the first `keep` axes of `x` and reshapes the rest to `last`.
+
+    Static shapes (a traced step's) give one constant instead of shape arithmetic.
+    """
+    lead = x.shape[:keep]
+    if lead.is_fully_defined():
+        return tf.reshape(x, list(lead) + list(last))
+    return tf.reshape(x, tf.concat([tf.shape(x)[:keep], last], axis=0))
+
+
+def _targets_axis(x: tf.Tensor, targets: int) -> tf.Tensor:
+    """``(B, H, W, T * C)`` ordered ``(t, c)`` -> ``(B, H, W, T, C)``."""
+    return _reshape(x, [targets, x.shape[-1] // targets])
+
+
+def _merge_targets(x: tf.Tensor) -> tf.Tensor:
+    """``(B, H, W, T, C) -> (B, H, W, T * C)``."""
+    return _reshape(x, [x.shape[-2] * x.shape[-1]])
+
+
+class GroupedConv(ops.Composite):
+    """``dil_conv`` or ``sep_conv`` of `targets` edges that read the same input.
+
+    Each edge's op is the reference one (ReLU, depthwise, pointwise, BN; twice for
+    sep_conv) with its own weights; the edges run as one depthwise conv with
+    channel multiplier `targets`, one grouped pointwise conv and one batch norm
+    over all their channels, which normalises each channel alone as separate
+    batch norms would.
+
+    Args:
+        channels: C of input and of each edge's output.
+        kernel_size: Depthwise kernel side.
+        strides: Stride of the first depthwise conv.
+        dilation: 2 for dil_conv, 1 for sep_conv.
+        separable: Two blocks (sep_conv) instead of one (dil_conv).
+        targets: Edges.
+        name: Layer name.
+    """
+
+    def __init__(self, channels: int, kernel_size: int, strides: int, dilation: int,
+                 separable: bool, targets: int, name: str, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.targets = targets
+        pad = dilation * (kernel_size // 2)
+        self.dw_a = ops.DepthwiseConv(kernel_size, strides, pad, dilation, name=f"{name}_a_dw",
+                                      multiplier=targets)
+        self.pw_a = GroupedPointwise(targets, channels, True, name=f"{name}_a_pw")
+        self.bn_a = ops.BatchNorm(False, False, name=f"{name}_a_bn")
+        self.block_b = None
+        if separable:
+            self.block_b = ops.Sequence([
+                ops.ReLU(name=f"{name}_b_relu"),
+                ops.DepthwiseConv(kernel_size, 1, pad, 1, name=f"{name}_b_dw"),
+                GroupedPointwise(targets, channels, False, name=f"{name}_b_pw"),
+                ops.BatchNorm(False, False, name=f"{name}_b_bn")], name=f"{name}_b")
+
+    def call(self, relu_x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``(B, H, W, C)`` (already through ReLU) -> ``(B, H', W', T, C)``."""
+        y = self.bn_a(self.pw_a(self.dw_a(relu_x)), training=training)
+        if self.block_b is not None:
+            y = self.block_b(y, training=training)
+        return _targets_axis(y, self.targets)
+
+
+class GroupedFactorizedReduce(ops.Composite):
+    """`ops.FactorizedReduce` of `targets` edges that read the same input.
+
+    Args:
+        channels: Output channels of each edge.
+        targets: Edges.
+        name: Layer name.
+    """
+
+    def __init__(self, channels: int, targets: int, name: str, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.targets, self.half = targets, channels // 2
+        self.conv_a = ops.Conv(targets * self.half, 1, name=f"{name}_conv_a")
+        self.conv_b = ops.Conv(targets * (channels - self.half), 1, name=f"{name}_conv_b")
+        self.bn = ops.BatchNorm(False, False, name=f"{name}_bn")
+
+    def call(self, relu_x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``(B, H, W, C_in)`` (already through ReLU) -> ``(B, ceil(H/2), ceil(W/2), T, C)``."""
+        even, odd = relu_x[:, ::2, ::2, :], relu_x[:, 1::2, 1::2, :]
+        pad_h, pad_w = even.shape[1] - odd.shape[1], even.shape[2] - odd.shape[2]
+        if pad_h or pad_w:
+            odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        y = tf.concat([_targets_axis(self.conv_a(even), self.targets),
+                       _targets_axis(self.conv_b(odd), self.targets)], axis=-1)
+        return _targets_axis(self.bn(_merge_targets(y), training=training), self.targets)
+
+
+class PerEdge(ops.Composite):
+    """An op without a grouped form: one layer per edge, outputs stacked on the target axis."""
+
+    def __init__(self, layers: Sequence[keras.layers.Layer], name: str, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.edges = list(layers)
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``(B, H, W, C) -> (B, H', W', T, C)``."""
+        return tf.stack([edge(x, training=training) for edge in self.edges], axis=-2)
+
+
+class Shared(ops.Composite):
+    """A parameter-free op: the same output for every edge, computed once."""
+
+    def __init__(self, layer: keras.layers.Layer, name: str, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        self.op = layer
+
+    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """``(B, H, W, C) -> (B, H', W', 1, C)`` (broadcast over the edges)."""
+        return tf.expand_dims(self.op(x, training=training), axis=-2)
+
+
+_CONVS = {"sep_conv_3x3": (3, 1, True), "sep_conv_5x5": (5, 1, True),
+          "dil_conv_3x3": (3, 2, False), "dil_conv_5x5": (5, 2, False)}
+"""Built-in ops with a grouped form: (kernel size, dilation, separable)."""
+
+
+def _with_search_bn(primitive: str, op: keras.layers.Layer, name: str) -> keras.layers.Layer:
+    if space.info(primitive).search_bn:
+        return ops.Sequence([op, ops.BatchNorm(False, False, name=f"{name}_bn")], name=f"{name}_seq")
+    return op
+
+
+class EdgeGroup(ops.Composite):
+    """Every candidate op of the mixed edges from one cell state to `targets` later nodes.
+
+    Edge ``t`` computes ``sum_o w[t, o] * o_t(x)`` over the candidate ops, each edge
+    with weights of its own, exactly as DARTS' mixed op; the edges are computed
+    together (`GroupedConv`, `GroupedFactorizedReduce`), parameter-free ops once
+    for all of them (`Shared`), other ops one layer per edge (`PerEdge`). ``none``
+    contributes zeros and is left out of the sum (the softmax still runs over all
+    ops); ops declared with ``search_bn`` (the pools) are followed by a non-affine
+    BN, as in DARTS.
 
     Options (both off by default, which is the paper's mixed op):
 
@@ -50,67 +281,92 @@ class MixedOp(ops.Composite):
     Args:
         channels: Channels of input and output.
         strides: 1, or 2 on reduction-cell edges from the cell inputs.
+        targets: Edges in the group (one per later node).
         primitives: Candidate op names (one weight per name).
         name: Layer name.
         partial_channels: K; 1 = every channel goes through the candidates.
         aux_skip: Build the auxiliary skip path.
     """
 
-    def __init__(self, channels: int, strides: int, primitives: Sequence[str], name: str,
-                 partial_channels: int = 1, aux_skip: bool = False, **kwargs) -> None:
+    def __init__(self, channels: int, strides: int, targets: int, primitives: Sequence[str],
+                 name: str, partial_channels: int = 1, aux_skip: bool = False, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         if channels % partial_channels:
             raise ValueError(f"{name}: {channels} channels do not split into "
                              f"partial_channels={partial_channels} groups")
-        self.primitives = tuple(primitives)
+        self.primitives, self.targets = tuple(primitives), targets
         self.strides, self.partial = strides, partial_channels
+        self.width = channels // partial_channels
         self.active = [k for k, p in enumerate(self.primitives) if p != NONE]
-        width = channels // partial_channels
-        self.candidates = [self._candidate(p, width, strides) for p in self.primitives if p != NONE]
-        self.aux = self._aux_skip(channels, strides) if aux_skip else None
+        self.branches = [self._branch(self.primitives[k]) for k in self.active]
+        self.aux = self._aux_skip(channels) if aux_skip else None
 
-    def _candidate(self, primitive: str, channels: int, strides: int) -> keras.layers.Layer:
-        op = ops.make_op(primitive, channels, strides, False, f"{self.name}_{primitive}")
-        if space.info(primitive).search_bn:
-            return ops.Sequence([op, ops.BatchNorm(False, False, name=f"{self.name}_{primitive}_bn")],
-                                name=f"{self.name}_{primitive}_seq")
-        return op
+    def _branch(self, primitive: str) -> keras.layers.Layer:
+        name, width, strides = f"{self.name}_{primitive}", self.width, self.strides
+        if primitive in _CONVS:
+            kernel, dilation, separable = _CONVS[primitive]
+            return GroupedConv(width, kernel, strides, dilation, separable, self.targets, name)
+        if primitive == "skip_connect" and strides == 2:
+            return GroupedFactorizedReduce(width, self.targets, name)
+        if space.info(primitive).parameter_free:
+            op = ops.make_op(primitive, width, strides, False, name)
+            return Shared(_with_search_bn(primitive, op, name), name=f"{name}_shared")
+        return PerEdge([_with_search_bn(primitive, ops.make_op(primitive, width, strides, False,
+                                                               f"{name}_t{t}"), f"{name}_t{t}")
+                        for t in range(self.targets)], name=name)
 
-    def _aux_skip(self, channels: int, strides: int) -> keras.layers.Layer:
-        if strides == 1:
-            return ops.Identity(name=f"{self.name}_aux_skip")
-        return ops.FactorizedReduce(channels, False, name=f"{self.name}_aux_skip", track_stats=False)
+    def _aux_skip(self, channels: int) -> keras.layers.Layer:
+        if self.strides == 1:
+            return Shared(ops.Identity(name=f"{self.name}_aux_skip"), name=f"{self.name}_aux_shared")
+        return GroupedFactorizedReduce(channels, self.targets, name=f"{self.name}_aux_skip")
+
+    def _reads_relu(self, branch: keras.layers.Layer) -> bool:
+        return isinstance(branch, (GroupedConv, GroupedFactorizedReduce))
 
     def call(self, x: tf.Tensor, weights: tf.Tensor, training: bool = False,
+             edge_weights: Optional[tf.Tensor] = None,
              aux_weight: Optional[tf.Tensor] = None) -> tf.Tensor:
-        """Mixes the candidates.
+        """Mixes the candidates of every edge of the group.
 
         Args:
-            x: ``(B, H, W, C)``.
-            weights: ``(len(primitives),)`` softmaxed alphas of this edge.
+            x: ``(B, H, W, C)``, the source state.
+            weights: ``(T, len(primitives))`` softmaxed alphas of the group's edges.
             training: Passed to BN.
+            edge_weights: ``(T,)`` edge-normalisation weights, or None.
             aux_weight: Scalar weight of the auxiliary skip (with ``aux_skip``).
 
         Returns:
-            ``(B, H/s, W/s, C)``.
+            ``(B, H/s, W/s, T, C)``: each edge's term of its node's sum (edge
+            weight included).
         """
-        if self.partial == 1:
-            out = self._mix(x, weights, training)
-        else:
-            width = x.shape[-1] // self.partial
-            mixed = self._mix(x[..., :width], weights, training)
-            out = channel_shuffle(tf.concat([mixed, self._bypass(x[..., width:])], axis=-1),
-                                  self.partial)
+        if edge_weights is not None:
+            weights = weights * edge_weights[:, None]
+        part = x if self.partial == 1 else x[..., :self.width]
+        out = self._mix(part, weights, training)
+        if self.partial > 1:
+            bypass = self._bypass(x[..., self.width:])[..., None, :]
+            if edge_weights is not None:
+                bypass = mix_edges([bypass], edge_weights[:, None])
+            else:
+                bypass = tf.repeat(bypass, self.targets, axis=-2)
+            out = channel_shuffle(tf.concat([out, bypass], axis=-1), self.partial)
         if self.aux is not None:
-            out += aux_weight * self.aux(x, training=training)
+            skip = self.aux(tf.nn.relu(x) if self.strides == 2 else x, training=training)
+            if edge_weights is None:
+                out += skip * aux_weight
+            else:
+                out += mix_edges([skip], aux_weight * edge_weights[:, None])
         return out
 
     def _mix(self, x: tf.Tensor, weights: tf.Tensor, training: bool) -> tf.Tensor:
-        if not self.candidates:
-            return tf.zeros_like(x[:, ::self.strides, ::self.strides, :])
-        per_op = tf.unstack(weights)  # one op, where indexing would add a slice per candidate
-        outs = [per_op[k] * op(x, training=training) for k, op in zip(self.active, self.candidates)]
-        return tf.add_n(outs)
+        """``(B, H, W, c) -> (B, H', W', T, c)``: the weighted sum of the candidates."""
+        if not self.branches:
+            zeros = tf.zeros_like(x[:, ::self.strides, ::self.strides, None, :])
+            return tf.repeat(zeros, self.targets, axis=-2)
+        relu = tf.nn.relu(x) if any(self._reads_relu(b) for b in self.branches) else None
+        outputs = [branch(relu if self._reads_relu(branch) else x, training=training)
+                   for branch in self.branches]
+        return mix_edges(outputs, weights, self.active)
 
     def _bypass(self, x: tf.Tensor) -> tf.Tensor:
         if self.strides == 1:
@@ -121,6 +377,10 @@ class MixedOp(ops.Composite):
 class SearchCell(ops.Composite):
     """A search cell: every intermediate node sums mixed edges from all earlier nodes.
 
+    The edges leaving each state are computed together (`EdgeGroup`): the two
+    cell inputs first (all nodes read them), then each node's output as soon as
+    the node is complete.
+
     Args:
         channels: Channels C of each node; the cell outputs ``nodes * C``.
         reduction: Edges from the two inputs have stride 2.
@@ -129,8 +389,8 @@ class SearchCell(ops.Composite):
         nodes: Intermediate nodes.
         primitives: Candidate op names.
         name: Layer name.
-        partial_channels: See `MixedOp`.
-        aux_skip: See `MixedOp`.
+        partial_channels: See `EdgeGroup`.
+        aux_skip: See `EdgeGroup`.
     """
 
     def __init__(self, channels: int, reduction: bool, reduction_prev: bool, nodes: int,
@@ -143,11 +403,14 @@ class SearchCell(ops.Composite):
         else:
             self.pre0 = ops.relu_conv_bn(channels, 1, 1, 0, False, f"{name}_pre0", False)
         self.pre1 = ops.relu_conv_bn(channels, 1, 1, 0, False, f"{name}_pre1", False)
-        self.edges = [
-            MixedOp(channels, 2 if reduction and j < 2 else 1, primitives, f"{name}_n{i}_e{j}",
-                    partial_channels, aux_skip)
-            for i in range(nodes) for j in range(i + 2)
-        ]
+        self.groups = [
+            EdgeGroup(channels, 2 if reduction and src < 2 else 1, len(self.targets(src)),
+                      primitives, f"{name}_s{src}", partial_channels, aux_skip)
+            for src in range(nodes + 1)]
+
+    def targets(self, source: int) -> List[int]:
+        """The nodes that read state `source` (0, 1: the inputs; 2 + i: node i)."""
+        return list(range(max(source - 1, 0), self.nodes))
 
     def call(self, s0: tf.Tensor, s1: tf.Tensor, weights: tf.Tensor, training: bool = False,
              edge_weights: Optional[tf.Tensor] = None,
@@ -167,16 +430,17 @@ class SearchCell(ops.Composite):
             ``(B, H/s, W/s, nodes * C)``.
         """
         states = [self.pre0(s0, training=training), self.pre1(s1, training=training)]
-        per_edge = tf.unstack(weights)  # one op for all edges (a slice each otherwise)
-        per_edge_weight = None if edge_weights is None else tf.unstack(edge_weights)
-        edge = 0
-        for _ in range(self.nodes):
-            terms = [self.edges[edge + j](h, per_edge[edge + j], training=training, aux_weight=aux_weight)
-                     for j, h in enumerate(states)]
-            if per_edge_weight is not None:
-                terms = [per_edge_weight[edge + j] * t for j, t in enumerate(terms)]
-            edge += len(states)
-            states.append(tf.add_n(terms))
+        terms: List[List[tf.Tensor]] = [[] for _ in range(self.nodes)]
+        for src, group in enumerate(self.groups):
+            nodes = self.targets(src)
+            edges = [edge_index(node, src) for node in nodes]
+            out = group(states[src], tf.gather(weights, edges), training=training,
+                        edge_weights=None if edge_weights is None else tf.gather(edge_weights, edges),
+                        aux_weight=aux_weight)
+            for node, term in zip(nodes, tf.unstack(out, axis=-2)):
+                terms[node].append(term)
+            if src >= 1:  # node src - 1 has all its inputs now
+                states.append(tf.add_n(terms[src - 1]))
         return tf.concat(states[2:], axis=-1)
 
 
