@@ -64,3 +64,12 @@ def test_batch_larger_than_half_is_rejected(fashion_small, tmp_path):
     cfg = C.load_config(overrides=TINY + ["search.batch_size=512"])
     with pytest.raises(ValueError, match="batch"):
         trainer.search(cfg, fashion_small, str(tmp_path / "big"))
+
+
+def test_a_checkpoint_of_another_supernet_is_refused_with_advice(fashion_small, tmp_path):
+    out = str(tmp_path / "search")
+    trainer.search(_search_config(epochs=1), fashion_small, out)
+    other = C.load_config(overrides=TINY + ["search.nodes=3", "search.epochs=2", "search.batch_size=32",
+                                            "runtime.log_every=0"])
+    with pytest.raises(ValueError, match="does not match this job's model.*move .* away"):
+        trainer.search(other, fashion_small, out)

@@ -189,7 +189,13 @@ class EpochLoop:
         path = tf.train.latest_checkpoint(os.path.join(self.out_dir, contract.CHECKPOINT_DIR))
         if not path:
             return 0
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except (AssertionError, ValueError, tf.errors.OpError) as err:
+            raise ValueError(
+                f"{self.name}: the checkpoint {path} does not match this job's model (another "
+                f"config or an earlier tfdarts version wrote it: {str(err).splitlines()[0][:200]}); "
+                f"move {os.path.dirname(path)} away to start afresh") from None
         done = int(self.checkpoint.epoch.numpy())
         history_path = os.path.join(self.out_dir, contract.HISTORY_FILE)
         if os.path.exists(history_path):
