@@ -13,10 +13,10 @@ def _grouped_weights(branch, target: int, width: int):
     """The kernels edge `target` uses, in the order of the reference op's weights."""
     t, c = target, width
     if isinstance(branch, GroupedConv):
-        weights = [branch.dw_a.kernel.numpy()[..., t:t + 1], branch.pw_a.kernel.numpy()[t][None, None]]
-        if branch.block_b is not None:
-            dw_b, pw_b = branch.block_b.blocks[1], branch.block_b.blocks[2]
-            weights += [dw_b.kernel.numpy()[:, :, t * c:(t + 1) * c, :], pw_b.kernel.numpy()[t][None, None]]
+        weights = [branch.dw_a.kernel.numpy()[:, :, t * c:(t + 1) * c, :], branch.pw_a.kernel.numpy()[t][None, None]]
+        if branch.separable:
+            weights += [branch.dw_b.kernel.numpy()[:, :, t * c:(t + 1) * c, :],
+                        branch.pw_b.kernel.numpy()[t][None, None]]
         return weights
     h = branch.half
     return [branch.conv_a.kernel.numpy()[..., t * h:(t + 1) * h],

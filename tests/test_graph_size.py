@@ -33,9 +33,10 @@ def test_forward_graph_has_no_per_op_overheads():
     net = _net()
     counts = collections.Counter(op.type for op in _forward_graph(net).get_operations())
     groups = 3 * 3  # 3 cells, each with 3 states read by later nodes (2 inputs, node 0)
-    # the edges leaving a state run together: one gather of their alphas, one unstack of those
-    # by op and one of the outputs by edge, instead of a slice per candidate op
-    assert counts["GatherV2"] == groups and counts["Unpack"] == 2 * groups
+    # the edges leaving a state run together: one gather of their alphas, one unstack of the
+    # grouped ops' batch-norm scales, one of the other ops' weights and one of the outputs by
+    # edge, instead of a slice per candidate op
+    assert counts["GatherV2"] == groups and counts["Unpack"] == 3 * groups
     # a batch norm per op and group (8, 9 with the factorized reduce of stride-2 groups),
     # two per cell for the preprocessing, one in the stem; 135 with a layer per edge
     assert counts["FusedBatchNormV3"] == 1 + 3 * 2 + 5 * 8 + 4 * 9

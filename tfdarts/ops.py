@@ -141,9 +141,20 @@ class BatchNorm(keras.layers.Layer):
         dtype = tf.as_dtype(self.compute_dtype)
         return _constant(1.0, channels, dtype), _constant(0.0, channels, dtype)
 
-    def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Normalises ``(B, H, W, C)`` over B, H, W."""
-        scale, offset = self._scale_offset(x.shape[-1])
+    def call(self, x: tf.Tensor, training: bool = False, scale: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """Normalises ``(B, H, W, C)`` over B, H, W.
+
+        Args:
+            x: ``(B, H, W, C)``.
+            training: Batch statistics (and, when tracked, a moving-average update).
+            scale: ``(C,)`` factors of the normalised output, for a non-affine batch
+                norm whose output is weighted anyway (a mixed edge's alpha): the
+                weighting then costs no pass of its own.
+        """
+        if scale is not None and self.affine:
+            raise ValueError(f"{self.name}: an affine batch norm learns its own scale")
+        own_scale, offset = self._scale_offset(x.shape[-1])
+        scale = own_scale if scale is None else scale
         if training or not self.track_stats:
             y, mean, var = _batch_norm_train(x, scale, offset)
             if training and self.track_stats:
@@ -241,28 +252,24 @@ class DepthwiseConv(keras.layers.Layer):
         padding: Pixels of zero padding on each side.
         dilation: Dilation rate.
         name: Layer name.
-        multiplier: Output channels per input channel: input channel ``c`` gives
-            outputs ``c * multiplier + m``, each with its own kernel (the same
-            input seen by several edges at once).
     """
 
     def __init__(self, kernel_size: int, strides: int = 1, padding: int = 0, dilation: int = 1,
-                 name: Optional[str] = None, multiplier: int = 1, **kwargs) -> None:
+                 name: Optional[str] = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         if strides > 1 and dilation > 1 and strides != dilation:
             raise ValueError(f"{name}: stride {strides} with dilation {dilation} is not supported")
         self.kernel_size, self.strides = kernel_size, strides
-        self.padding, self.dilation, self.multiplier = padding, dilation, multiplier
+        self.padding, self.dilation = padding, dilation
 
     def build(self, input_shape) -> None:
-        shape = (self.kernel_size, self.kernel_size, int(input_shape[-1]), self.multiplier)
-        # each output sees only k*k inputs: Keras' fan_in (k*k*C) would shrink it C times, and
-        # its fan_out (k*k*multiplier) `multiplier` times, hence the scale
-        init = keras.initializers.VarianceScaling(2.0 * self.multiplier, "fan_out", "truncated_normal")
+        shape = (self.kernel_size, self.kernel_size, int(input_shape[-1]), 1)
+        # each channel sees only k*k inputs: Keras' fan_in (k*k*C) would shrink it C times
+        init = keras.initializers.VarianceScaling(2.0, "fan_out", "truncated_normal")
         self.kernel = self.add_weight(shape=shape, initializer=init, name="kernel")
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        """``(B, H, W, C) -> (B, H', W', C * multiplier)``."""
+        """``(B, H, W, C) -> (B, H', W', C)``."""
         strides, dilation, pad = self.strides, self.dilation, self.padding
         if dilation == 1:
             return self._conv(x, strides, pad)
@@ -285,7 +292,7 @@ class DepthwiseConv(keras.layers.Layer):
 
     def get_config(self) -> dict:
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
-                "padding": self.padding, "dilation": self.dilation, "multiplier": self.multiplier}
+                "padding": self.padding, "dilation": self.dilation}
 
 
 class Sequence(Composite):

@@ -39,20 +39,17 @@ conv beat one conv per block at 64 and 128 channels, lost from 256 (bench/README
 class GroupedPointwise(keras.layers.Layer):
     """The 1x1 convs of `targets` edges at once, each ``C -> C`` with its own kernel.
 
-    Input channels are ordered ``(c, t)`` (``interleaved``, as a depthwise conv with
-    multiplier ``targets`` gives them) or ``(t, c)``; outputs are ``(t, d)``.
+    Input and output channels are ordered ``(t, c)``: edge ``t``'s in block ``t``.
 
     Args:
         targets: Edges (blocks).
         channels: C, per edge.
-        interleaved: Input order ``(c, t)`` instead of ``(t, c)``.
         name: Layer name.
     """
 
-    def __init__(self, targets: int, channels: int, interleaved: bool, name: Optional[str] = None,
-                 **kwargs) -> None:
+    def __init__(self, targets: int, channels: int, name: Optional[str] = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
-        self.targets, self.channels, self.interleaved = targets, channels, interleaved
+        self.targets, self.channels = targets, channels
 
     def build(self, input_shape) -> None:
         # He init per block: fan_in C (Keras would count targets * C for this shape)
@@ -68,8 +65,6 @@ class GroupedPointwise(keras.layers.Layer):
             return tf.nn.conv2d(x, tf.reshape(kernel, [1, 1, c, c]), 1, "VALID")
         if t * c <= DENSE_POINTWISE_MAX:
             return tf.nn.conv2d(x, self._dense(kernel), 1, "VALID")
-        if self.interleaved:
-            x = _reshape(tf.transpose(_reshape(x, [c, t]), [0, 1, 2, 4, 3]), [t * c])
         blocks = tf.split(x, t, axis=-1)
         per_target = tf.unstack(tf.reshape(kernel, [t, 1, 1, c, c]))
         return tf.concat([tf.nn.conv2d(b, k, 1, "VALID") for b, k in zip(blocks, per_target)], axis=-1)
@@ -78,57 +73,50 @@ class GroupedPointwise(keras.layers.Layer):
         """The ``(1, 1, T * C, T * C)`` kernel with the blocks on its diagonal."""
         t, c = self.targets, self.channels
         eye = np.eye(t, dtype=kernel.dtype.as_numpy_dtype)
-        if self.interleaved:  # rows (c, t), columns (u, d): W[t, c, d] where t == u
-            dense = tf.reshape(tf.transpose(kernel, [1, 0, 2]), [c, t, 1, c]) * eye[None, :, :, None]
-        else:  # rows (t, c), columns (u, d)
-            dense = tf.reshape(kernel, [t, c, 1, c]) * eye[:, None, :, None]
+        dense = tf.reshape(kernel, [t, c, 1, c]) * eye[:, None, :, None]  # rows (t, c), columns (u, d)
         return tf.reshape(dense, [1, 1, t * c, t * c])
 
     def get_config(self) -> dict:
-        return {**super().get_config(), "targets": self.targets, "channels": self.channels,
-                "interleaved": self.interleaved}
+        return {**super().get_config(), "targets": self.targets, "channels": self.channels}
 
 
-def mix_edges(outputs: Sequence[tf.Tensor], weights: tf.Tensor,
-              columns: Optional[Sequence[int]] = None) -> tf.Tensor:
-    """``sum_i outputs[i] * weights[:, columns[i]]`` for every edge of a group.
+def mix_edges(outputs: Sequence[tf.Tensor], weights: Sequence[tf.Tensor]) -> tf.Tensor:
+    """``sum_i outputs[i] * weights[i]`` for every edge of a group.
 
-    Autodiff of the products would reduce ``g * y`` over the axes around the edge axis
-    in one pass, which TensorFlow's CPU kernels do about 6x slower than over the
+    For the outputs that no grouped batch norm weights (shared and per-edge ops).
+    Autodiff of the products would reduce ``g * y`` over the axes around the edge
+    axis in one pass, which TensorFlow's CPU kernels do about 6x slower than over the
     channel axis first and then the rest; this gradient does the latter, in one
     custom gradient per group (it is itself differentiable, for the alpha Hessian).
 
     Args:
         outputs: ``(B, H, W, T, C)`` per-edge outputs, or ``(B, H, W, 1, C)`` ones
             shared by the edges.
-        weights: ``(T, K)``: edge t's weight of each output's column.
-        columns: The column of each output (default: 0, 1, ...).
+        weights: ``(T,)`` per output: each edge's factor.
 
     Returns:
         ``(B, H, W, T, C)``.
     """
-    columns = list(range(len(outputs))) if columns is None else list(columns)
+    count = len(outputs)
 
     @tf.custom_gradient
-    def mix(w: tf.Tensor, *ys: tf.Tensor):
-        cols = tf.unstack(tf.reshape(w, [w.shape[0], w.shape[1], 1]), axis=1)  # (T, 1) each
-        out = tf.add_n([y * cols[k] for k, y in zip(columns, ys)])
+    def mix(*args: tf.Tensor):
+        ys, ws = args[:count], [tf.reshape(w, [-1, 1]) for w in args[count:]]
+        out = tf.add_n([y * w for y, w in zip(ys, ws)])
 
         def grad(g: tf.Tensor):
-            g_ys, g_cols = [], [None] * len(cols)
-            for k, y in zip(columns, ys):
-                g_y = g * cols[k]
+            g_ys, g_ws = [], []
+            for y, w in zip(ys, ws):
+                g_y = g * w
                 if y.shape[-2] == 1 and g.shape[-2] != 1:  # y was broadcast over the edges
                     g_y = tf.reduce_sum(g_y, axis=-2, keepdims=True)
                 g_ys.append(g_y)
-                g_cols[k] = tf.reduce_sum(tf.reduce_sum(g * y, axis=-1), axis=[0, 1, 2])
-            zeros = tf.zeros_like(g_cols[columns[0]])
-            g_w = tf.stack([zeros if c is None else c for c in g_cols], axis=1)
-            return [g_w] + g_ys
+                g_ws.append(tf.reduce_sum(tf.reduce_sum(g * y, axis=-1), axis=[0, 1, 2]))
+            return g_ys + g_ws
 
         return out, grad
 
-    return mix(weights, *outputs)
+    return mix(*outputs, *weights)
 
 
 def _reshape(x: tf.Tensor, last: Sequence[int], keep: int = 3) -> tf.Tensor:
@@ -156,10 +144,11 @@ class GroupedConv(ops.Composite):
     """``dil_conv`` or ``sep_conv`` of `targets` edges that read the same input.
 
     Each edge's op is the reference one (ReLU, depthwise, pointwise, BN; twice for
-    sep_conv) with its own weights; the edges run as one depthwise conv with
-    channel multiplier `targets`, one grouped pointwise conv and one batch norm
-    over all their channels, which normalises each channel alone as separate
-    batch norms would.
+    sep_conv) with its own weights; the edges run as one depthwise conv over the
+    input repeated once per edge (channels ordered ``(t, c)``; a channel
+    multiplier would keep less but ran slower on CPU, bench/README.md), one
+    grouped pointwise conv and one batch norm over all their channels, which
+    normalises each channel alone as separate batch norms would.
 
     Args:
         channels: C of input and of each edge's output.
@@ -176,23 +165,30 @@ class GroupedConv(ops.Composite):
         super().__init__(name=name, **kwargs)
         self.targets = targets
         pad = dilation * (kernel_size // 2)
-        self.dw_a = ops.DepthwiseConv(kernel_size, strides, pad, dilation, name=f"{name}_a_dw",
-                                      multiplier=targets)
-        self.pw_a = GroupedPointwise(targets, channels, True, name=f"{name}_a_pw")
+        self.dw_a = ops.DepthwiseConv(kernel_size, strides, pad, dilation, name=f"{name}_a_dw")
+        self.pw_a = GroupedPointwise(targets, channels, name=f"{name}_a_pw")
         self.bn_a = ops.BatchNorm(False, False, name=f"{name}_a_bn")
-        self.block_b = None
+        self.separable = separable
         if separable:
-            self.block_b = ops.Sequence([
-                ops.ReLU(name=f"{name}_b_relu"),
-                ops.DepthwiseConv(kernel_size, 1, pad, 1, name=f"{name}_b_dw"),
-                GroupedPointwise(targets, channels, False, name=f"{name}_b_pw"),
-                ops.BatchNorm(False, False, name=f"{name}_b_bn")], name=f"{name}_b")
+            self.dw_b = ops.DepthwiseConv(kernel_size, 1, pad, 1, name=f"{name}_b_dw")
+            self.pw_b = GroupedPointwise(targets, channels, name=f"{name}_b_pw")
+            self.bn_b = ops.BatchNorm(False, False, name=f"{name}_b_bn")
 
-    def call(self, relu_x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """``(B, H, W, C)`` (already through ReLU) -> ``(B, H', W', T, C)``."""
-        y = self.bn_a(self.pw_a(self.dw_a(relu_x)), training=training)
-        if self.block_b is not None:
-            y = self.block_b(y, training=training)
+    def call(self, tiled_x: tf.Tensor, training: bool = False,
+             scale: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """``(B, H, W, T * C)`` -> ``(B, H', W', T, C)``.
+
+        Args:
+            tiled_x: The group's input after ReLU, repeated once per edge on the
+                channel axis (`EdgeGroup` shares it between the convs).
+            training: Passed to BN.
+            scale: ``(T * C,)`` factors of the output channels (each edge's alpha for
+                this op over its channels), folded into the last batch norm; None = 1.
+        """
+        y = self.bn_a(self.pw_a(self.dw_a(tiled_x)), training=training,
+                      scale=None if self.separable else scale)
+        if self.separable:
+            y = self.bn_b(self.pw_b(self.dw_b(tf.nn.relu(y))), training=training, scale=scale)
         return _targets_axis(y, self.targets)
 
 
@@ -212,15 +208,23 @@ class GroupedFactorizedReduce(ops.Composite):
         self.conv_b = ops.Conv(targets * (channels - self.half), 1, name=f"{name}_conv_b")
         self.bn = ops.BatchNorm(False, False, name=f"{name}_bn")
 
-    def call(self, relu_x: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """``(B, H, W, C_in)`` (already through ReLU) -> ``(B, ceil(H/2), ceil(W/2), T, C)``."""
+    def call(self, relu_x: tf.Tensor, training: bool = False,
+             scale: Optional[tf.Tensor] = None) -> tf.Tensor:
+        """``(B, H, W, C_in)`` (already through ReLU) -> ``(B, ceil(H/2), ceil(W/2), T, C)``.
+
+        Args:
+            relu_x: The group's input after ReLU.
+            training: Passed to BN.
+            scale: ``(T * C,)`` factors of the output channels, folded into the batch
+                norm; None = 1.
+        """
         even, odd = relu_x[:, ::2, ::2, :], relu_x[:, 1::2, 1::2, :]
         pad_h, pad_w = even.shape[1] - odd.shape[1], even.shape[2] - odd.shape[2]
         if pad_h or pad_w:
             odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         y = tf.concat([_targets_axis(self.conv_a(even), self.targets),
                        _targets_axis(self.conv_b(odd), self.targets)], axis=-1)
-        return _targets_axis(self.bn(_merge_targets(y), training=training), self.targets)
+        return _targets_axis(self.bn(_merge_targets(y), training=training, scale=scale), self.targets)
 
 
 class PerEdge(ops.Composite):
@@ -263,8 +267,10 @@ class EdgeGroup(ops.Composite):
 
     Edge ``t`` computes ``sum_o w[t, o] * o_t(x)`` over the candidate ops, each edge
     with weights of its own, exactly as DARTS' mixed op; the edges are computed
-    together (`GroupedConv`, `GroupedFactorizedReduce`), parameter-free ops once
-    for all of them (`Shared`), other ops one layer per edge (`PerEdge`). ``none``
+    together (`GroupedConv`, `GroupedFactorizedReduce`, which take ``w[:, o]`` as
+    the scale of their last, non-affine batch norm), parameter-free ops once for
+    all of them (`Shared`), other ops one layer per edge (`PerEdge`; both weighted
+    by `mix_edges`). ``none``
     contributes zeros and is left out of the sum (the softmax still runs over all
     ops); ops declared with ``search_bn`` (the pools) are followed by a non-affine
     BN, as in DARTS.
@@ -320,7 +326,8 @@ class EdgeGroup(ops.Composite):
             return Shared(ops.Identity(name=f"{self.name}_aux_skip"), name=f"{self.name}_aux_shared")
         return GroupedFactorizedReduce(channels, self.targets, name=f"{self.name}_aux_skip")
 
-    def _reads_relu(self, branch: keras.layers.Layer) -> bool:
+    def _grouped(self, branch: keras.layers.Layer) -> bool:
+        """Grouped branches read the input after ReLU and take their weights in their BN."""
         return isinstance(branch, (GroupedConv, GroupedFactorizedReduce))
 
     def call(self, x: tf.Tensor, weights: tf.Tensor, training: bool = False,
@@ -346,7 +353,7 @@ class EdgeGroup(ops.Composite):
         if self.partial > 1:
             bypass = self._bypass(x[..., self.width:])[..., None, :]
             if edge_weights is not None:
-                bypass = mix_edges([bypass], edge_weights[:, None])
+                bypass = mix_edges([bypass], [edge_weights])
             else:
                 bypass = tf.repeat(bypass, self.targets, axis=-2)
             out = channel_shuffle(tf.concat([out, bypass], axis=-1), self.partial)
@@ -355,7 +362,7 @@ class EdgeGroup(ops.Composite):
             if edge_weights is None:
                 out += skip * aux_weight
             else:
-                out += mix_edges([skip], aux_weight * edge_weights[:, None])
+                out += mix_edges([skip], [aux_weight * edge_weights])
         return out
 
     def _mix(self, x: tf.Tensor, weights: tf.Tensor, training: bool) -> tf.Tensor:
@@ -363,10 +370,23 @@ class EdgeGroup(ops.Composite):
         if not self.branches:
             zeros = tf.zeros_like(x[:, ::self.strides, ::self.strides, None, :])
             return tf.repeat(zeros, self.targets, axis=-2)
-        relu = tf.nn.relu(x) if any(self._reads_relu(b) for b in self.branches) else None
-        outputs = [branch(relu if self._reads_relu(branch) else x, training=training)
-                   for branch in self.branches]
-        return mix_edges(outputs, weights, self.active)
+        grouped = [(k, b) for k, b in zip(self.active, self.branches) if self._grouped(b)]
+        others = [(k, b) for k, b in zip(self.active, self.branches) if not self._grouped(b)]
+        terms = []
+        if grouped:
+            relu = tf.nn.relu(x)
+            tiled = tf.tile(relu, [1, 1, 1, self.targets]) if self.targets > 1 else relu
+            # every op's (T * c,) batch-norm scale at once: edge t's weight over its c channels
+            spread = np.kron(np.eye(self.targets), np.ones((1, self.width)))
+            spread = spread.astype(weights.dtype.as_numpy_dtype)
+            scales = tf.unstack(tf.matmul(weights, spread, transpose_a=True))
+            terms = [branch(tiled if isinstance(branch, GroupedConv) else relu, training=training,
+                            scale=scales[k]) for k, branch in grouped]
+        if others:
+            per_op = tf.unstack(weights, axis=1)  # (T,) each, in one op
+            terms.append(mix_edges([branch(x, training=training) for _, branch in others],
+                                   [per_op[k] for k, _ in others]))
+        return tf.add_n(terms)
 
     def _bypass(self, x: tf.Tensor) -> tf.Tensor:
         if self.strides == 1:
