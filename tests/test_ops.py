@@ -52,6 +52,20 @@ def test_dilated_stride2_matches_reference_conv():
     np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [(8, 8), (7, 5), (1, 2)])
+@pytest.mark.parametrize("strides,offset", [(1, 0), (2, 0), (2, 1), (3, 2)])
+def test_subsample_is_the_strided_slice_padded_at_the_end(size, strides, offset):
+    h, w = size
+    x = tf.random.normal((2, h, w, 3))
+    ref = x[:, offset::strides, offset::strides, :]
+    rows, cols = -(-h // strides) - ref.shape[1], -(-w // strides) - ref.shape[2]
+    want = tf.pad(ref, [[0, 0], [0, rows], [0, cols], [0, 0]])
+    np.testing.assert_array_equal(ops.subsample(x, strides, offset), want)
+    unknown = tf.function(lambda t: ops.subsample(t, strides, offset),
+                          input_signature=[tf.TensorSpec([None, None, None, 3])])
+    np.testing.assert_array_equal(unknown(x), want)
+
+
 def test_batchnorm_tracks_moving_stats_and_uses_them_at_inference():
     bn = ops.BatchNorm(affine=True, track_stats=True, name="bn")
     x = tf.random.normal((64, 4, 4, 3)) * 3.0 + 2.0
@@ -66,3 +80,17 @@ def test_factorized_reduce_odd_size():
     fr = ops.FactorizedReduce(5, name="fr")
     y = fr(tf.random.normal((2, 15, 7, 3)), training=True)
     assert tuple(y.shape) == (2, 8, 4, 5)
+
+
+@pytest.mark.parametrize("size", [(8, 8), (15, 7)])
+def test_factorized_reduce_reads_the_even_and_the_odd_pixels(size):
+    fr = ops.FactorizedReduce(5, name="fr")
+    x = tf.random.normal((2, *size, 3))
+    y = fr(x, training=True)
+    relu = tf.nn.relu(x)
+    odd = ops.subsample(tf.pad(relu, [[0, 0], [0, 1], [0, 1], [0, 0]])[:, 1:, 1:, :], 2)
+    odd = odd[:, :y.shape[1], :y.shape[2], :]
+    z = tf.concat([tf.nn.conv2d(relu[:, ::2, ::2, :], fr.conv_a.kernel, 1, "VALID"),
+                   tf.nn.conv2d(odd, fr.conv_b.kernel, 1, "VALID")], axis=-1)
+    want = tf.nn.batch_normalization(z, *tf.nn.moments(z, [0, 1, 2]), None, None, 1e-5)
+    np.testing.assert_allclose(y, want, atol=1e-4)

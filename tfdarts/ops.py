@@ -75,6 +75,52 @@ def _pad(x: tf.Tensor, pad: int, value: float = 0.0) -> tf.Tensor:
     return tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], constant_values=value)
 
 
+def subsample(x: tf.Tensor, strides: int, offset: int = 0) -> tf.Tensor:
+    """``x[:, offset::strides, offset::strides, :]``, zero-padded at the end to ``ceil(H/s)``.
+
+    A reshape and a slice: on CPU a strided slice of stride 2 costs about 5x as
+    much forward, and its gradient kernel several times a pad.
+
+    Args:
+        x: ``(B, H, W, C)`` with static H, W, C.
+        strides: Subsampling factor s.
+        offset: First pixel taken in each spatial dim, ``0 <= offset < s``.
+
+    Returns:
+        ``(B, ceil(H/s), ceil(W/s), C)``.
+    """
+    _, h, w, c = x.shape
+    if strides == 1:
+        return x
+    if h is None or w is None or c is None:
+        size = tf.shape(x)
+        x = _pad_end(x, -size[1] % strides, -size[2] % strides)
+        return x[:, offset::strides, offset::strides, :]
+    extra_h, extra_w = -h % strides, -w % strides
+    x = _pad_end(x, extra_h, extra_w)
+    rows, cols = (h + extra_h) // strides, (w + extra_w) // strides
+    y = tf.reshape(x, [-1, rows, strides, cols, strides * c])
+    # tf.slice, not indexing: its gradient is a pad, a strided slice's a much slower kernel
+    y = tf.slice(y, [0, 0, offset, 0, offset * c], [-1, rows, 1, cols, c])
+    return tf.reshape(y, [-1, rows, cols, c])
+
+
+def offset_pixels(x: tf.Tensor) -> tf.Tensor:
+    """``(B, H, W, C)`` from pixel (1, 1) on, zero-padded at the end to an even size:
+    a stride-2 subsample of it is ``x[:, 1::2, 1::2, :]`` padded to ``ceil(H/2)``."""
+    _, h, w, _ = x.shape
+    if h is None or w is None:
+        h, w = tf.shape(x)[1], tf.shape(x)[2]
+    return tf.slice(_pad_end(x, h % 2, w % 2), [0, 1, 1, 0], [-1, -1, -1, -1])
+
+
+def _pad_end(x: tf.Tensor, rows: int, cols: int) -> tf.Tensor:
+    """Zero rows and columns after the last of ``(B, H, W, C)`` (ints or scalar tensors)."""
+    if isinstance(rows, int) and isinstance(cols, int) and not rows and not cols:
+        return x
+    return tf.pad(x, [[0, 0], [0, rows], [0, cols], [0, 0]])
+
+
 def _explicit(pad: int):
     """`pad` pixels on each side as a conv's own padding: ``"VALID"`` or an explicit list.
 
@@ -280,11 +326,16 @@ class DepthwiseConv(keras.layers.Layer):
                                           [1, 1, 1, 1], "SAME" if same else "VALID",
                                           dilations=[dilation, dilation])
         if pad % strides == 0:
-            return self._conv(x[:, ::strides, ::strides, :], 1, pad // strides)
-        return self._conv(_pad(x, pad)[:, ::strides, ::strides, :], 1, 0)
+            return self._conv(subsample(x, strides), 1, pad // strides)
+        return self._conv(subsample(_pad(x, pad), strides), 1, 0)
 
     def _conv(self, x: tf.Tensor, strides: int, pad: int) -> tf.Tensor:
         """The undilated depthwise kernel, padding `pad` on each side internally."""
+        if strides == 1 and self.kernel_size == 3 and pad == 1:
+            # the same pixels; measured on CPU, SAME's gradient kernels are 1.3-1.8x faster
+            # than EXPLICIT's for 3x3 (for 5x5 EXPLICIT's are the faster ones)
+            return tf.raw_ops.DepthwiseConv2dNative(
+                input=x, filter=self.kernel.value, strides=[1, 1, 1, 1], padding="SAME")
         return tf.raw_ops.DepthwiseConv2dNative(
             input=x, filter=self.kernel.value, strides=[1, strides, strides, 1],
             padding="EXPLICIT" if pad else "VALID",
@@ -358,7 +409,7 @@ class Zero(keras.layers.Layer):
         self.strides = strides
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.zeros_like(x[:, ::self.strides, ::self.strides, :])
+        return tf.zeros_like(subsample(x, self.strides))
 
     def get_config(self) -> dict:
         return {**super().get_config(), "strides": self.strides}
@@ -381,19 +432,14 @@ class FactorizedReduce(Composite):
                  track_stats: bool = True, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.channels = channels
-        self.conv_a = Conv(channels // 2, 1, name=f"{self.name}_conv_a")
-        self.conv_b = Conv(channels - channels // 2, 1, name=f"{self.name}_conv_b")
+        self.conv_a = Conv(channels // 2, 1, strides=2, name=f"{self.name}_conv_a")
+        self.conv_b = Conv(channels - channels // 2, 1, strides=2, name=f"{self.name}_conv_b")
         self.bn = BatchNorm(affine, track_stats, name=f"{self.name}_bn")
 
     def call(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         """``(B, H, W, Cin) -> (B, ceil(H/2), ceil(W/2), channels)``."""
         x = tf.nn.relu(x)
-        even = x[:, ::2, ::2, :]
-        odd = x[:, 1::2, 1::2, :]
-        pad_h, pad_w = even.shape[1] - odd.shape[1], even.shape[2] - odd.shape[2]
-        if pad_h or pad_w:
-            odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        y = tf.concat([self.conv_a(even), self.conv_b(odd)], axis=-1)
+        y = tf.concat([self.conv_a(x), self.conv_b(offset_pixels(x))], axis=-1)
         return self.bn(y, training=training)
 
     def get_config(self) -> dict:

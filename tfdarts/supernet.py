@@ -204,8 +204,8 @@ class GroupedFactorizedReduce(ops.Composite):
     def __init__(self, channels: int, targets: int, name: str, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         self.targets, self.half = targets, channels // 2
-        self.conv_a = ops.Conv(targets * self.half, 1, name=f"{name}_conv_a")
-        self.conv_b = ops.Conv(targets * (channels - self.half), 1, name=f"{name}_conv_b")
+        self.conv_a = ops.Conv(targets * self.half, 1, strides=2, name=f"{name}_conv_a")
+        self.conv_b = ops.Conv(targets * (channels - self.half), 1, strides=2, name=f"{name}_conv_b")
         self.bn = ops.BatchNorm(False, False, name=f"{name}_bn")
 
     def call(self, relu_x: tf.Tensor, training: bool = False,
@@ -218,12 +218,8 @@ class GroupedFactorizedReduce(ops.Composite):
             scale: ``(T * C,)`` factors of the output channels, folded into the batch
                 norm; None = 1.
         """
-        even, odd = relu_x[:, ::2, ::2, :], relu_x[:, 1::2, 1::2, :]
-        pad_h, pad_w = even.shape[1] - odd.shape[1], even.shape[2] - odd.shape[2]
-        if pad_h or pad_w:
-            odd = tf.pad(odd, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        y = tf.concat([_targets_axis(self.conv_a(even), self.targets),
-                       _targets_axis(self.conv_b(odd), self.targets)], axis=-1)
+        y = tf.concat([_targets_axis(self.conv_a(relu_x), self.targets),
+                       _targets_axis(self.conv_b(ops.offset_pixels(relu_x)), self.targets)], axis=-1)
         return _targets_axis(self.bn(_merge_targets(y), training=training, scale=scale), self.targets)
 
 
@@ -368,7 +364,7 @@ class EdgeGroup(ops.Composite):
     def _mix(self, x: tf.Tensor, weights: tf.Tensor, training: bool) -> tf.Tensor:
         """``(B, H, W, c) -> (B, H', W', T, c)``: the weighted sum of the candidates."""
         if not self.branches:
-            zeros = tf.zeros_like(x[:, ::self.strides, ::self.strides, None, :])
+            zeros = tf.zeros_like(ops.subsample(x, self.strides)[:, :, :, None, :])
             return tf.repeat(zeros, self.targets, axis=-2)
         grouped = [(k, b) for k, b in zip(self.active, self.branches) if self._grouped(b)]
         others = [(k, b) for k, b in zip(self.active, self.branches) if not self._grouped(b)]
