@@ -52,6 +52,29 @@ def test_dilated_stride2_matches_reference_conv():
     np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kernel,dilation", [(3, 2), (5, 2), (3, 3)])
+@pytest.mark.parametrize("size", [(8, 8), (7, 5), (2, 1)])
+def test_dilated_stride1_matches_reference_conv(kernel, dilation, size):
+    """Phases by space-to-batch, SAME on each: a zero-padded dilated conv, value and gradients."""
+    pad = dilation * (kernel - 1) // 2
+    layer = ops.DepthwiseConv(kernel, padding=pad, dilation=dilation, name="dw")
+    x = tf.random.normal((2, *size, 3))
+    layer(x)
+
+    def grads(fn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = fn(x)
+            loss = tf.reduce_sum(y * tf.cos(y))
+        return [y, *tape.gradient(loss, [x, layer.kernel.value])]
+
+    ref = grads(lambda t: tf.nn.depthwise_conv2d(
+        tf.pad(t, [[0, 0], [pad, pad], [pad, pad], [0, 0]]), layer.kernel.value, [1, 1, 1, 1],
+        "VALID", dilations=[dilation, dilation]))
+    for got, want in zip(grads(layer), ref):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("size", [(8, 8), (7, 5), (1, 2)])
 @pytest.mark.parametrize("strides,offset", [(1, 0), (2, 0), (2, 1), (3, 2)])
 def test_subsample_is_the_strided_slice_padded_at_the_end(size, strides, offset):

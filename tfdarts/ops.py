@@ -319,9 +319,11 @@ class DepthwiseConv(keras.layers.Layer):
         strides, dilation, pad = self.strides, self.dilation, self.padding
         if dilation == 1:
             return self._conv(x, strides, pad)
+        same = 2 * pad == dilation * (self.kernel_size - 1)
+        if strides == 1 and same and None not in x.shape[1:3]:
+            return self._dilated_same(x, dilation)
         if strides == 1:
             # the kernel's own dilation has no matching gradient kernels on CPU; tf.nn pads inside its space-to-batch rewrite when the padding is SAME's
-            same = 2 * pad == dilation * (self.kernel_size - 1)
             return tf.nn.depthwise_conv2d(x if same else _pad(x, pad), self.kernel.value,
                                           [1, 1, 1, 1], "SAME" if same else "VALID",
                                           dilations=[dilation, dilation])
@@ -329,9 +331,23 @@ class DepthwiseConv(keras.layers.Layer):
             return self._conv(subsample(x, strides), 1, pad // strides)
         return self._conv(subsample(_pad(x, pad), strides), 1, 0)
 
+    def _dilated_same(self, x: tf.Tensor, dilation: int) -> tf.Tensor:
+        """Stride 1, SAME padding, dilated: the undilated kernel on each of the
+        ``dilation**2`` pixel phases (space to batch), each phase zero-padded by SAME.
+
+        Unlike tf.nn's rewrite (padding in the space-to-batch, a VALID conv), the
+        phases are not padded, and the conv runs the faster SAME gradient kernels.
+        """
+        h, w = x.shape[1], x.shape[2]
+        extra = [[0, -h % dilation], [0, -w % dilation]]  # whole phases; zeros past the end
+        phases = tf.space_to_batch(x, [dilation, dilation], extra)
+        y = tf.raw_ops.DepthwiseConv2dNative(input=phases, filter=self.kernel.value,
+                                             strides=[1, 1, 1, 1], padding="SAME")
+        return tf.batch_to_space(y, [dilation, dilation], extra)
+
     def _conv(self, x: tf.Tensor, strides: int, pad: int) -> tf.Tensor:
         """The undilated depthwise kernel, padding `pad` on each side internally."""
-        if strides == 1 and self.kernel_size == 3 and pad == 1:
+        if strides == 1 and 2 * pad == self.kernel_size - 1:
             # the same pixels; measured on CPU, SAME's gradient kernels are 1.3-1.8x faster
             # than EXPLICIT's for 3x3 (for 5x5 EXPLICIT's are the faster ones)
             return tf.raw_ops.DepthwiseConv2dNative(
