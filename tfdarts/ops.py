@@ -289,8 +289,11 @@ class DepthwiseConv(keras.layers.Layer):
     padded by ``padding / s``.
 
     The kernel pads by itself, so the backward pass keeps no padded copy of
-    the input. Dilated stride-1 convs go through ``tf.nn.depthwise_conv2d``'s
-    space-to-batch rewrite, which pads too when the padding is SAME's.
+    the input; symmetric "same-size" padding is given as SAME, which reaches
+    oneDNN's gradient kernels on CPU. A dilated stride-1 conv with that padding
+    runs the undilated kernel on the ``dilation**2`` pixel phases of the input
+    (space to batch); other dilated stride-1 convs go through
+    ``tf.nn.depthwise_conv2d``.
 
     Args:
         kernel_size: Square kernel side.
@@ -323,7 +326,7 @@ class DepthwiseConv(keras.layers.Layer):
         if strides == 1 and same and None not in x.shape[1:3]:
             return self._dilated_same(x, dilation)
         if strides == 1:
-            # the kernel's own dilation has no matching gradient kernels on CPU; tf.nn pads inside its space-to-batch rewrite when the padding is SAME's
+            # the kernel's own dilation has no gradient kernels on CPU; tf.nn rewrites it
             return tf.nn.depthwise_conv2d(x if same else _pad(x, pad), self.kernel.value,
                                           [1, 1, 1, 1], "SAME" if same else "VALID",
                                           dilations=[dilation, dilation])
