@@ -52,7 +52,7 @@ def test_dilated_stride2_matches_reference_conv():
     np.testing.assert_allclose(y.numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel,dilation", [(3, 2), (5, 2), (3, 3)])
+@pytest.mark.parametrize("kernel,dilation", [(3, 2), (5, 2), (3, 3), (2, 2), (4, 2)])
 @pytest.mark.parametrize("size", [(8, 8), (7, 5), (2, 1)])
 def test_dilated_stride1_matches_reference_conv(kernel, dilation, size):
     """Phases by space-to-batch, SAME on each: a zero-padded dilated conv, value and gradients."""

@@ -82,7 +82,8 @@ def subsample(x: tf.Tensor, strides: int, offset: int = 0) -> tf.Tensor:
     much forward, and its gradient kernel several times a pad.
 
     Args:
-        x: ``(B, H, W, C)`` with static H, W, C.
+        x: ``(B, H, W, C)``; with static H, W, C a reshape and a slice, otherwise a
+            strided slice.
         strides: Subsampling factor s.
         offset: First pixel taken in each spatial dim, ``0 <= offset < s``.
 
@@ -106,8 +107,8 @@ def subsample(x: tf.Tensor, strides: int, offset: int = 0) -> tf.Tensor:
 
 
 def offset_pixels(x: tf.Tensor) -> tf.Tensor:
-    """``(B, H, W, C)`` from pixel (1, 1) on, zero-padded at the end to an even size:
-    a stride-2 subsample of it is ``x[:, 1::2, 1::2, :]`` padded to ``ceil(H/2)``."""
+    """``(B, H, W, C)`` zero-padded at the end to an even size, then from pixel (1, 1)
+    on: its stride-2 subsample is ``x[:, 1::2, 1::2, :]`` padded to ``ceil(H/2)``."""
     _, h, w, _ = x.shape
     if h is None or w is None:
         h, w = tf.shape(x)[1], tf.shape(x)[2]
@@ -289,9 +290,9 @@ class DepthwiseConv(keras.layers.Layer):
     padded by ``padding / s``.
 
     The kernel pads by itself, so the backward pass keeps no padded copy of
-    the input; symmetric "same-size" padding is given as SAME, which reaches
-    oneDNN's gradient kernels on CPU. A dilated stride-1 conv with that padding
-    runs the undilated kernel on the ``dilation**2`` pixel phases of the input
+    the input; for an odd kernel, symmetric "same-size" padding is given as
+    SAME, which reaches oneDNN's gradient kernels on CPU. A dilated stride-1
+    conv of an odd kernel with that padding runs the undilated kernel on the ``dilation**2`` pixel phases of the input
     (space to batch); other dilated stride-1 convs go through
     ``tf.nn.depthwise_conv2d``.
 
@@ -323,7 +324,8 @@ class DepthwiseConv(keras.layers.Layer):
         if dilation == 1:
             return self._conv(x, strides, pad)
         same = 2 * pad == dilation * (self.kernel_size - 1)
-        if strides == 1 and same and None not in x.shape[1:3]:
+        # SAME pads an even kernel one pixel more after than before: only odd ones map
+        if strides == 1 and same and self.kernel_size % 2 and None not in x.shape[1:3]:
             return self._dilated_same(x, dilation)
         if strides == 1:
             # the kernel's own dilation has no gradient kernels on CPU; tf.nn rewrites it
@@ -339,7 +341,9 @@ class DepthwiseConv(keras.layers.Layer):
         ``dilation**2`` pixel phases (space to batch), each phase zero-padded by SAME.
 
         Unlike tf.nn's rewrite (padding in the space-to-batch, a VALID conv), the
-        phases are not padded, and the conv runs the faster SAME gradient kernels.
+        phases carry no conv padding (only zeros completing the last phase when H or
+        W is not a multiple of the dilation), and the conv runs the faster SAME
+        gradient kernels. The kernel size must be odd.
         """
         h, w = x.shape[1], x.shape[2]
         extra = [[0, -h % dilation], [0, -w % dilation]]  # whole phases; zeros past the end
