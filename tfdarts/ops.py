@@ -292,9 +292,9 @@ class DepthwiseConv(keras.layers.Layer):
     The kernel pads by itself, so the backward pass keeps no padded copy of
     the input; for an odd kernel, symmetric "same-size" padding is given as
     SAME, which reaches oneDNN's gradient kernels on CPU. A dilated stride-1
-    conv of an odd kernel with that padding runs the undilated kernel on the ``dilation**2`` pixel phases of the input
-    (space to batch); other dilated stride-1 convs go through
-    ``tf.nn.depthwise_conv2d``.
+    conv of an odd kernel with that padding runs the undilated kernel on the
+    ``dilation**2`` pixel phases of the input (space to batch); other dilated
+    stride-1 convs go through ``tf.nn.depthwise_conv2d``.
 
     Args:
         kernel_size: Square kernel side.
