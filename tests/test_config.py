@@ -86,3 +86,11 @@ def test_every_numeric_field_has_a_range():
                    "eigen_iters", "early_stop_window", "early_stop_factor", "early_stop_min_epoch",
                    "beta_decay", "aux_skip"}  # checked with their own rules
         assert numeric - special <= set(ranges), (section, numeric - special - set(ranges))
+
+
+def test_advisories_name_an_unannealed_one_epoch_retrain():
+    assert C.advisories(C.Config()) == ()
+    one = C.apply_overrides(C.Config(), ["retrain.epochs=1"])
+    (note,) = C.advisories(one)
+    assert note.startswith("retrain.epochs=1") and "retrain.steps_per_epoch" in note
+    assert C.advisories(C.apply_overrides(one, ["retrain.lr_min=0.025"])) == ()

@@ -325,6 +325,23 @@ def validate(config: Config) -> None:
         raise ConfigError(f"search.primitives: {err}") from None
 
 
+def advisories(config: Config) -> Tuple[str, ...]:
+    """Valid settings that likely do not do what the user expects, one sentence each.
+
+    Returns:
+        Messages to show before a run (empty when nothing applies).
+    """
+    r = config.retrain
+    notes = []
+    if r.epochs == 1 and r.lr > r.lr_min:
+        notes.append(
+            f"retrain.epochs=1: the cosine learning rate steps once per epoch, so the whole "
+            f"retrain runs at retrain.lr={r.lr:g} and ends unannealed, and its final metric varies "
+            f"from seed to seed (docs/results.md, K9-K10); to anneal a short retrain, split it into "
+            f"a few epochs with retrain.steps_per_epoch")
+    return tuple(notes)
+
+
 EARLY_STOPS: Tuple[str, ...] = ("none", "eigen")
 COLORS: Tuple[str, ...] = ("auto", "gray", "rgb")
 STRATEGIES: Tuple[str, ...] = ("mirrored", "multi_worker")
