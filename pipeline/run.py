@@ -201,8 +201,7 @@ def main(argv: List[str]) -> int:
     """Entry point after flag parsing."""
     del argv
     cli.quiet_libraries()
-    from tfdarts import config as config_lib
-    from tfdarts.config import ConfigError
+    from tfdarts.config import ConfigError, advisories
     from tfdarts.sources import DataError
 
     from tfdarts.genotype import GenotypeError
@@ -258,7 +257,7 @@ def main(argv: List[str]) -> int:
     os.environ[pipeline_lib.LOG_EVERY_ENV] = str(config.runtime.log_every)
     steps = [s.name for s in pipeline_lib.active_steps(FLAGS.baselines, given=given is not None)]
     log.info("run folder %s; steps %s; log %s", run_dir, " -> ".join(steps), log_file)
-    for note in config_lib.advisories(config):
+    for note in advisories(config):
         log.warning(note)
     started = time.time()
     _install_signal_handlers()
