@@ -302,7 +302,7 @@ def _split(raw: sources.Raw, cfg: DataConfig) -> Tuple[Arrays, Dict[str, Any]]:
                             f"(graphene_kirigami); {cfg.name} has one, use data.split=random")
         return (raw.x_train, raw.y_train, raw.x_test, raw.y_test), _with_seed(split, cfg)
     split.update(mode=cfg.split, seed=cfg.seed, test_fraction=cfg.test_fraction)
-    test = _test_mask(raw, cfg)
+    test = holdout_mask(raw, cfg)
     arrays = (raw.x_train[~test], raw.y_train[~test], raw.x_train[test], raw.y_train[test])
     return arrays, split
 
@@ -314,8 +314,16 @@ def _with_seed(split: Dict[str, Any], cfg: DataConfig) -> Dict[str, Any]:
     return split
 
 
-def _test_mask(raw: sources.Raw, cfg: DataConfig) -> np.ndarray:
-    """``(N,)`` bool test membership for a random or grouped split."""
+def holdout_mask(raw: sources.Raw, cfg: DataConfig) -> np.ndarray:
+    """Test membership of a source without its own test split.
+
+    Args:
+        raw: The whole pool, ``x_train (N, ...)``; ``groups (N,)`` for a grouped split.
+        cfg: `split`, `test_fraction` and `seed` decide the split.
+
+    Returns:
+        ``(N,)`` bool, True for the test examples.
+    """
     n = len(raw.x_train)
     rng = np.random.default_rng(derive_seed(cfg.seed, f"split:{cfg.split}"))
     if cfg.split == "random":
