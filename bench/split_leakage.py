@@ -64,9 +64,9 @@ def orbit_facts(keys: np.ndarray, y: np.ndarray) -> Dict[str, float]:
             "target_sd": float(y.std())}
 
 
-def split_facts(raw, cfg: DataConfig, search_seeds: Sequence[int]) -> Dict[str, object]:
-    """Leakage of one split's test set and of its search halves."""
-    keys, y = raw.groups, raw.y_train[:, 0].astype(np.float64)
+def split_facts(raw, y: np.ndarray, cfg: DataConfig, search_seeds: Sequence[int]) -> Dict[str, object]:
+    """Leakage of one split's test set and of its search halves; `y` is ``(N,)`` the targets."""
+    keys = raw.groups
     test = data_lib.holdout_mask(raw, cfg)
     out: Dict[str, object] = {"test_patterns": int(test.sum()),
                               "test": lookup_r2(keys[~test], y[~test], keys[test], y[test])}
@@ -85,12 +85,12 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument("--search_seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args(argv)
     raw = kirigami.load(args.data_dir, args.target)
-    report = {"target": args.target, "data_seed": args.data_seed,
-              "orbits": orbit_facts(raw.groups, raw.y_train[:, 0].astype(np.float64))}
+    y = raw.y_train[:, 0].astype(np.float64)
+    report = {"target": args.target, "data_seed": args.data_seed, "orbits": orbit_facts(raw.groups, y)}
     for split in ("random", "grouped"):
         cfg = DataConfig(name="graphene_kirigami", data_dir=args.data_dir, split=split,
                          target=args.target, seed=args.data_seed)
-        report[split] = split_facts(raw, cfg, args.search_seeds)
+        report[split] = split_facts(raw, y, cfg, args.search_seeds)
     print(json.dumps(report, indent=1))
 
 
